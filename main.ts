@@ -1,0 +1,101 @@
+/**
+ * chorus: a real-time WebSocket broadcast hub. This file only wires the modules together and
+ * owns the process: flags, `Deno.serve`, signals and exit codes.
+ * @module
+ */
+import meta from "./deno.json" with { type: "json" };
+import { type Config, ConfigError, parseConfig, usage } from "./src/config.ts";
+import { createApp } from "./src/app.ts";
+import { createLogger } from "./src/log.ts";
+
+/** Close code and reason every client sees when the server stops. */
+const SHUTDOWN_CLOSE = { code: 1001, reason: "server shutting down" } as const;
+
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch (err) {
+    // Not granted --allow-env for this name: behave as if it were unset.
+    if (err instanceof Deno.errors.NotCapable) return undefined;
+    throw err;
+  }
+}
+
+function serve(config: Config): void {
+  const log = createLogger({ level: config.logLevel, format: config.logFormat });
+  const tls = readTls(config);
+  const { hub, handler } = createApp(config, { log });
+  // Listen for signals before listening for clients, so no early signal is missed.
+  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal, connections: hub.connections });
+    await hub.closeAll(SHUTDOWN_CLOSE.code, SHUTDOWN_CLOSE.reason);
+    hub.dispose();
+    await server?.shutdown();
+    Deno.exit(0);
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => void stop(signal));
+  }
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.hostname,
+      ...tls,
+      onListen({ hostname, port }) {
+        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+        console.log(`chorus listening on ${tls ? "https" : "http"}://${host}:${port}/`);
+      },
+    }, handler);
+  } catch (err) {
+    if (
+      !(err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied ||
+        err instanceof Deno.errors.AddrNotAvailable || err instanceof Deno.errors.InvalidData)
+    ) throw err;
+    console.error(`chorus: cannot listen on ${config.hostname}:${config.port}: ${err.message}`);
+    Deno.exit(1);
+  }
+}
+
+/** Read the PEM files for TLS; unreadable files are a configuration error (exit 2). */
+function readTls(config: Config): { cert: string; key: string } | undefined {
+  if (config.cert === undefined || config.key === undefined) return undefined;
+  const read = (path: string, flag: string) => {
+    try {
+      return Deno.readTextFileSync(path);
+    } catch (err) {
+      if (!(err instanceof Error && "code" in err) && !(err instanceof Deno.errors.NotCapable)) {
+        throw err;
+      }
+      const hint = err instanceof Deno.errors.NotCapable ? ` (grant --allow-read=${path})` : "";
+      console.error(`chorus: ${flag}: cannot read ${path}: ${err.message.split("\n")[0]}${hint}`);
+      Deno.exit(2);
+    }
+  };
+  return { cert: read(config.cert, "--cert"), key: read(config.key, "--key") };
+}
+
+if (import.meta.main) {
+  let command;
+  try {
+    command = parseConfig(Deno.args, readEnv);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`chorus: ${err.message}\n\n${usage()}`);
+    Deno.exit(2);
+  }
+  switch (command.kind) {
+    case "help":
+      console.log(usage());
+      break;
+    case "version":
+      console.log(`chorus ${meta.version}`);
+      break;
+    case "serve":
+      serve(command.config);
+      break;
+  }
+}

@@ -1,0 +1,310 @@
+/**
+ * The request handler: routes HTTP requests, validates WebSocket upgrades and wires each
+ * accepted socket into the hub. It is a plain function of config and hub, so tests can call
+ * it with `new Request(...)`; only `main.ts` hands it to `Deno.serve`.
+ * @module
+ */
+import type { Config } from "./config.ts";
+import type { Hub, Member } from "./hub.ts";
+import type { Logger } from "./log.ts";
+import { type RefuseReason, utf8Length } from "./metrics.ts";
+import { TokenBucket } from "./ratelimit.ts";
+import {
+  checkName,
+  negotiateMode,
+  parseClientEvent,
+  protocolError,
+  SUBPROTOCOL,
+} from "./protocol.ts";
+import { ASSET_PREFIX, ASSETS, PAGE, serveAsset } from "./static.ts";
+
+/** What the handler is built from. */
+export interface HandlerDeps {
+  config: Config;
+  hub: Hub;
+  log: Logger;
+}
+
+/** Connection details Deno passes next to the request; optional for in-process tests. */
+export interface RequestInfo {
+  remoteAddr?: Deno.Addr;
+}
+
+/** A request handler in the shape `Deno.serve` expects. */
+export type Handler = (req: Request, info?: RequestInfo) => Response | Promise<Response>;
+
+/** Stable codes of HTTP errors, carried in `{"error": {"code", "message"}}` bodies. */
+export type HttpErrorCode =
+  | "bad_request"
+  | "invalid_name"
+  | "unsupported_protocol"
+  | "unsupported_version"
+  | "method_not_allowed"
+  | "not_found"
+  | "forbidden_origin"
+  | "too_many_connections";
+
+/** A JSON error response; every HTTP error chorus returns has this shape. */
+export function httpError(
+  status: number,
+  code: HttpErrorCode,
+  message: string,
+  headers: HeadersInit = {},
+): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json; charset=utf-8");
+  return new Response(JSON.stringify({ error: { code, message } }) + "\n", { status, headers: h });
+}
+
+function json(body: unknown, headers: HeadersInit = {}): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json; charset=utf-8");
+  h.set("cache-control", "no-store");
+  return new Response(JSON.stringify(body) + "\n", { headers: h });
+}
+
+const ALLOW = { allow: "GET, HEAD" };
+
+/** Build the handler for one server. */
+export function createHandler(deps: HandlerDeps): Handler {
+  const { hub } = deps;
+  const startedAt = Date.now();
+
+  return (req, info) => {
+    if (isUpgrade(req)) return upgrade(deps, req, info);
+    const url = new URL(req.url);
+    if (hasTraversal(req.url)) return httpError(404, "not_found", "not found");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return httpError(405, "method_not_allowed", `${req.method} is not allowed`, ALLOW);
+    }
+    if (url.pathname === "/metrics") {
+      return new Response(
+        hub.metrics.render({ connections: hub.connectionsByMode(), rooms: hub.rooms }),
+        {
+          headers: {
+            "content-type": "text/plain; version=0.0.4; charset=utf-8",
+            "cache-control": "no-store",
+          },
+        },
+      );
+    }
+    if (url.pathname === "/healthz") {
+      return json({
+        status: "ok",
+        connections: hub.connections,
+        rooms: hub.rooms,
+        uptime: Math.round((Date.now() - startedAt) / 1000),
+      });
+    }
+    if (url.pathname.startsWith(ASSET_PREFIX)) {
+      const file = ASSETS.get(url.pathname.slice(ASSET_PREFIX.length));
+      return file ? serveAsset(req, file) : httpError(404, "not_found", "no such asset");
+    }
+    return serveAsset(req, PAGE);
+  };
+}
+
+function isUpgrade(req: Request): boolean {
+  return req.headers.get("upgrade")?.toLowerCase().split(",").some((v) =>
+    v.trim() === "websocket"
+  ) ?? false;
+}
+
+/**
+ * True when the raw request target climbs out of its directory (`..`, also percent-encoded or
+ * with backslashes). `Request.url` keeps the target as sent, before URL normalisation.
+ */
+export function hasTraversal(rawUrl: string): boolean {
+  const start = rawUrl.indexOf("/", rawUrl.indexOf("//") + 2);
+  if (start === -1) return false;
+  let path = rawUrl.slice(start).split(/[?#]/, 1)[0];
+  try {
+    path = decodeURIComponent(path);
+  } catch (err) {
+    if (!(err instanceof URIError)) throw err;
+    return true; // undecodable escapes are never a legitimate page or room path
+  }
+  return path.split(/[\\/]/).some((seg) => seg === ".." || seg === ".") || path.includes("\0");
+}
+
+function upgrade(deps: HandlerDeps, req: Request, info: RequestInfo | undefined): Response {
+  const { hub, log, config } = deps;
+  const ip = remoteIp(info);
+  const refuse = (
+    why: RefuseReason,
+    status: number,
+    code: HttpErrorCode,
+    message: string,
+    headers = {},
+  ) => {
+    hub.metrics.refused[why]++;
+    log.warn("upgrade refused", {
+      status,
+      code,
+      ip,
+      origin: req.headers.get("origin") ?? undefined,
+    });
+    return httpError(status, code, message, headers);
+  };
+  if (req.method !== "GET") {
+    return refuse("bad_request", 405, "method_not_allowed", "WebSocket upgrades must use GET", {
+      allow: "GET",
+    });
+  }
+  if (req.headers.get("sec-websocket-version") !== "13") {
+    return refuse(
+      "bad_request",
+      426,
+      "unsupported_version",
+      "only WebSocket version 13 is supported",
+      {
+        "sec-websocket-version": "13",
+      },
+    );
+  }
+  if (!req.headers.get("sec-websocket-key")) {
+    return refuse("bad_request", 400, "bad_request", "missing Sec-WebSocket-Key");
+  }
+  if (!originAllowed(req, config.allowedOrigins)) {
+    return refuse("bad_origin", 403, "forbidden_origin", "this origin may not connect");
+  }
+  const mode = negotiateMode(req.headers.get("sec-websocket-protocol"));
+  if (mode === null) {
+    return refuse(
+      "bad_protocol",
+      400,
+      "unsupported_protocol",
+      `only the "${SUBPROTOCOL}" subprotocol is supported`,
+    );
+  }
+  const url = new URL(req.url);
+  const rawName = url.searchParams.get("name");
+  let name: string | undefined;
+  if (rawName !== null) {
+    const check = checkName(rawName);
+    if (!check.ok) return refuse("bad_name", 400, "invalid_name", check.message);
+    name = check.name;
+  }
+  const admission = hub.admit(ip);
+  if (admission === "max_connections") {
+    return refuse("max_connections", 503, "too_many_connections", "the server is full", {
+      "retry-after": "10",
+    });
+  }
+  if (admission === "max_connections_per_ip") {
+    return refuse(
+      "max_connections_per_ip",
+      429,
+      "too_many_connections",
+      "too many connections from your address",
+      {
+        "retry-after": "10",
+      },
+    );
+  }
+
+  let socket: WebSocket;
+  let response: Response;
+  try {
+    ({ socket, response } = Deno.upgradeWebSocket(req, {
+      protocol: mode === "chat" ? SUBPROTOCOL : undefined,
+      idleTimeout: config.idleTimeout,
+    }));
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    return refuse("bad_request", 400, "bad_request", err.message);
+  }
+  const id = hub.nextId();
+  const member: Member = {
+    id,
+    name: name ?? `guest-${id.split("-").pop()!.padStart(4, "0")}`,
+    mode,
+    room: url.pathname,
+    socket,
+    ip,
+    bucket: new TokenBucket(config.rateLimit, config.rateBurst),
+    pending: [],
+    pendingBytes: 0,
+    joined: false,
+  };
+  hub.register(member);
+  attach(deps, member, url.searchParams.get("since") ?? undefined);
+  return response;
+}
+
+/** The close reason Deno gives when a peer stopped answering pings (`idleTimeout`). */
+const IDLE_CLOSE_REASON = "No response from ping frame.";
+
+function attach(deps: HandlerDeps, member: Member, since: string | undefined): void {
+  const { hub, log, config } = deps;
+  const { socket } = member;
+  const { metrics } = hub;
+  socket.binaryType = "arraybuffer";
+  socket.onopen = () => hub.join(member, since);
+  socket.onclose = (e) => {
+    const idle = e.reason === IDLE_CLOSE_REASON;
+    if (hub.leave(socket, idle ? "idle" : "client") && idle) {
+      log.warn("connection closed by policy", { reason: "idle", id: member.id, ip: member.ip });
+    }
+  };
+  socket.onerror = (e) => {
+    log.debug("socket error", { id: member.id, error: (e as ErrorEvent).message });
+  };
+  socket.onmessage = (e: MessageEvent<string | ArrayBuffer>) => {
+    const data = e.data;
+    const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
+    metrics.messagesReceived++;
+    metrics.bytesReceived += bytes;
+    if (bytes > config.maxMessageBytes) {
+      return hub.drop(socket, 1009, "message too big", "too_big");
+    }
+    if (!member.bucket.take()) {
+      if (member.mode === "raw") {
+        return hub.drop(socket, 1008, "rate limit exceeded", "rate_limited");
+      }
+      return hub.reject(member, protocolError("rate_limited", "too many messages; slow down"));
+    }
+    if (member.mode === "raw") hub.relayRaw(member, data);
+    else onChatFrame(hub, member, data);
+  };
+}
+
+/**
+ * Cross-site WebSocket hijacking guard: no Origin (not a browser), an Origin on the same host
+ * as the request, or one listed in `--allowed-origins`.
+ */
+function originAllowed(req: Request, allowed: string[] | "*"): boolean {
+  const origin = req.headers.get("origin");
+  if (origin === null || allowed === "*") return true;
+  if (allowed.includes(origin)) return true;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    return false; // "null" and other opaque origins
+  }
+  return host === req.headers.get("host");
+}
+
+function onChatFrame(hub: Hub, member: Member, data: string | ArrayBuffer): void {
+  if (typeof data !== "string") {
+    hub.reject(member, protocolError("invalid_json", `${SUBPROTOCOL} frames must be text`));
+    return;
+  }
+  const event = parseClientEvent(data);
+  switch (event.type) {
+    case "error":
+      return hub.reject(member, event);
+    case "message":
+      hub.say(member, event.text);
+      return;
+    case "rename":
+      return hub.rename(member, event.name);
+  }
+}
+
+function remoteIp(info: RequestInfo | undefined): string {
+  const addr = info?.remoteAddr;
+  return addr && (addr.transport === "tcp" || addr.transport === "udp") ? addr.hostname : "unknown";
+}

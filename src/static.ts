@@ -1,0 +1,71 @@
+/**
+ * The browser client, embedded in the program with text imports, so neither `deno run` nor
+ * the compiled binary needs file-system permission to serve it.
+ * @module
+ */
+import indexHtml from "../static/index.html" with { type: "text" };
+import appJs from "../static/app.js" with { type: "text" };
+import styleCss from "../static/style.css" with { type: "text" };
+
+/** One embedded file, ready to serve. */
+export interface Asset {
+  readonly body: Uint8Array<ArrayBuffer>;
+  readonly contentType: string;
+  readonly etag: string;
+}
+
+/** URL prefix of the page's assets; every other path serves the page itself. */
+export const ASSET_PREFIX = "/_static/";
+
+/** Security headers for every static response: the page runs only its own script. */
+export const PAGE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  "content-security-policy": "default-src 'self'; connect-src 'self' ws: wss:; " +
+    "img-src 'self' data:; style-src 'self'; script-src 'self'; base-uri 'none'; " +
+    "frame-ancestors 'none'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  // Assets are not content-addressed, so browsers revalidate every time and get a 304.
+  "cache-control": "no-cache",
+});
+
+function asset(text: string, contentType: string): Asset {
+  const body = new TextEncoder().encode(text);
+  return { body, contentType, etag: `"${fnv1a(body).toString(16)}-${body.length.toString(16)}"` };
+}
+
+/** 32-bit FNV-1a: a cheap, stable fingerprint for ETags (not for security). */
+function fnv1a(bytes: Uint8Array): number {
+  let hash = 0x811c9dc5;
+  for (const b of bytes) hash = Math.imul(hash ^ b, 0x01000193);
+  return hash >>> 0;
+}
+
+/** The chat page, served for every path that is not an asset. */
+export const PAGE: Asset = asset(indexHtml, "text/html; charset=utf-8");
+
+/** Assets by their path under {@link ASSET_PREFIX}. */
+export const ASSETS: ReadonlyMap<string, Asset> = new Map([
+  ["app.js", asset(appJs, "text/javascript; charset=utf-8")],
+  ["style.css", asset(styleCss, "text/css; charset=utf-8")],
+]);
+
+/**
+ * Serve an embedded file for a GET or HEAD, honouring `If-None-Match` with 304.
+ * `req` supplies the method and validators; the body is omitted for HEAD.
+ */
+export function serveAsset(req: Request, file: Asset): Response {
+  const headers = new Headers(PAGE_HEADERS);
+  headers.set("etag", file.etag);
+  const ifNoneMatch = req.headers.get("if-none-match");
+  if (ifNoneMatch !== null && etagMatches(ifNoneMatch, file.etag)) {
+    return new Response(null, { status: 304, headers });
+  }
+  headers.set("content-type", file.contentType);
+  headers.set("content-length", String(file.body.byteLength));
+  return new Response(req.method === "HEAD" ? null : file.body, { headers });
+}
+
+function etagMatches(header: string, etag: string): boolean {
+  if (header.trim() === "*") return true;
+  return header.split(",").some((t) => t.trim().replace(/^W\//, "") === etag);
+}

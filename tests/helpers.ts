@@ -1,0 +1,287 @@
+/**
+ * Shared test helpers: in-process servers on port 0, real WebSocket clients whose messages
+ * are awaited as events (never slept for), and a runner for `main.ts` as a child process.
+ * @module
+ */
+import { type Config, DEFAULTS } from "../src/config.ts";
+import { createApp } from "../src/app.ts";
+import type { Hub } from "../src/hub.ts";
+import { createLogger, type Logger } from "../src/log.ts";
+import { SUBPROTOCOL } from "../src/protocol.ts";
+
+/** How long any single awaited event may take before a test fails instead of hanging. */
+export const EVENT_TIMEOUT_MS = 10_000;
+
+/** The Deno executable running the tests, for child processes. */
+export const DENO = Deno.execPath();
+
+/** Absolute path of the project root. */
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+/** A queue whose `next()` resolves with the next pushed item, failing after a timeout. */
+export class Inbox<T> {
+  readonly #items: T[] = [];
+  readonly #waiters: {
+    resolve: (v: T) => void;
+    reject: (e: Error) => void;
+    timer: ReturnType<typeof setTimeout>;
+  }[] = [];
+
+  /** Number of items received and not yet taken. */
+  get size(): number {
+    return this.#items.length;
+  }
+
+  push(item: T): void {
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(item);
+    } else {
+      this.#items.push(item);
+    }
+  }
+
+  next(label = "item", timeoutMs = EVENT_TIMEOUT_MS): Promise<T> {
+    if (this.#items.length > 0) return Promise.resolve(this.#items.shift()!);
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${label}`));
+        }, timeoutMs),
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+}
+
+/** A running in-process server. */
+export interface TestServer {
+  port: number;
+  /** `http://127.0.0.1:PORT` */
+  origin: string;
+  hub: Hub;
+  config: Config;
+  logs: string[];
+  /** `ws://127.0.0.1:PORT` + path */
+  ws(path?: string): string;
+  /** Close every socket like a shutdown would, then stop listening. */
+  close(): Promise<void>;
+}
+
+/** Start a server on a free port with the defaults, overridden where a test needs it. */
+export function startServer(
+  overrides: Partial<Config> = {},
+  options: { now?: () => number } = {},
+): TestServer {
+  const config: Config = { ...DEFAULTS, port: 0, hostname: "127.0.0.1", ...overrides };
+  const logs: string[] = [];
+  const log: Logger = createLogger({ level: "debug", format: "json", write: (l) => logs.push(l) });
+  const { hub, handler } = createApp(config, { log, now: options.now });
+  const server = Deno.serve({ port: 0, hostname: config.hostname, onListen() {} }, handler);
+  const port = server.addr.port;
+  return {
+    port,
+    origin: `http://127.0.0.1:${port}`,
+    hub,
+    config,
+    logs,
+    ws: (path = "/") => `ws://127.0.0.1:${port}${path}`,
+    async close() {
+      await hub.closeAll(1001, "server shutting down");
+      hub.dispose();
+      await server.shutdown();
+    },
+  };
+}
+
+/** A close as a client saw it. */
+export interface Closed {
+  code: number;
+  reason: string;
+}
+
+/** A Deno WebSocket client whose frames and close are awaitable. */
+export class Client {
+  readonly socket: WebSocket;
+  readonly frames = new Inbox<string | ArrayBuffer>();
+  readonly closed: Promise<Closed>;
+  readonly opened: Promise<void>;
+
+  constructor(url: string, protocols?: string | string[]) {
+    this.socket = new WebSocket(url, protocols);
+    this.socket.binaryType = "arraybuffer";
+    this.socket.onmessage = (e) => this.frames.push(e.data);
+    this.closed = new Promise((resolve) => {
+      this.socket.onclose = (e) => resolve({ code: e.code, reason: e.reason });
+    });
+    this.opened = new Promise((resolve, reject) => {
+      this.socket.onopen = () => resolve();
+      this.socket.onerror = (e) =>
+        reject(new Error(`connect ${url}: ${(e as ErrorEvent).message}`));
+    });
+  }
+
+  /** Next frame as text; fails if it is binary. */
+  async text(): Promise<string> {
+    const f = await this.frames.next("a text frame");
+    if (typeof f !== "string") throw new Error(`expected a text frame, got ${f.byteLength} bytes`);
+    return f;
+  }
+
+  send(data: string | ArrayBuffer | Uint8Array<ArrayBuffer>): void {
+    this.socket.send(data);
+  }
+
+  /** Close and wait for the close handshake to finish. */
+  async close(): Promise<Closed> {
+    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close(1000);
+    return await this.closed;
+  }
+}
+
+/** Connect a raw-mode client and wait until it is open. */
+export async function rawClient(url: string): Promise<Client> {
+  const c = new Client(url);
+  await c.opened;
+  return c;
+}
+
+/** A `chorus.v1` event as a plain object; tests look at fields loosely. */
+// deno-lint-ignore no-explicit-any
+export type Event = Record<string, any>;
+
+/** A `chorus.v1` client: splits frames on newlines into individual events. */
+export class ChatClient extends Client {
+  readonly events = new Inbox<Event>();
+  /** Frames received, to prove coalescing splits correctly. */
+  frameCount = 0;
+
+  constructor(url: string) {
+    super(url, SUBPROTOCOL);
+    this.socket.onmessage = (e) => {
+      this.frameCount++;
+      if (typeof e.data !== "string") throw new Error("chorus.v1 sent a binary frame");
+      for (const line of e.data.split("\n")) this.events.push(JSON.parse(line));
+    };
+  }
+
+  /** Next event; when `type` is given, fail if the next event is of another type. */
+  async next(type?: string): Promise<Event> {
+    const e = await this.events.next(type ? `a "${type}" event` : "an event");
+    if (type && e.type !== type) {
+      throw new Error(`expected a "${type}" event, got ${JSON.stringify(e)}`);
+    }
+    return e;
+  }
+
+  /** Skip events until one of `type` arrives. */
+  async until(type: string): Promise<Event> {
+    for (;;) {
+      const e = await this.events.next(`a "${type}" event`);
+      if (e.type === type) return e;
+    }
+  }
+
+  sendEvent(event: Event): void {
+    this.send(JSON.stringify(event));
+  }
+
+  say(text: string): void {
+    this.sendEvent({ type: "message", text });
+  }
+}
+
+/** Connect a chat client and wait for its `welcome`. */
+export async function chatClient(url: string): Promise<{ client: ChatClient; welcome: Event }> {
+  const client = new ChatClient(url);
+  await client.opened;
+  const welcome = await client.next("welcome");
+  return { client, welcome };
+}
+
+/** Resolve once `predicate` holds, re-checking after each macrotask; fails after a timeout. */
+export async function waitFor(
+  predicate: () => boolean,
+  label: string,
+  timeoutMs = EVENT_TIMEOUT_MS,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A `main.ts` child process with its listening URL. */
+export interface MainProcess {
+  child: Deno.ChildProcess;
+  /** The `http://HOST:PORT/` from the listening line. */
+  url: string;
+  port: number;
+  /** Everything the process wrote to stdout after the listening line, and stderr. */
+  output(): Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+/** Run `main.ts` with the start task's permissions and wait for its listening line. */
+export async function startMain(
+  args: string[] = [],
+  env: Record<string, string> = {},
+  command: string[] = [DENO, "run", "--allow-net", "--allow-env=PORT,CHORUS_*", "main.ts"],
+): Promise<MainProcess> {
+  const child = new Deno.Command(command[0], {
+    args: [...command.slice(1), "--port", "0", "--hostname", "127.0.0.1", ...args],
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let stdout = "";
+  while (!stdout.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stdout += value;
+  }
+  const match = stdout.match(/^chorus listening on (http:\/\/[^\s]+:(\d+)\/)\n/);
+  const stderrText = new Response(child.stderr).text();
+  if (!match) {
+    child.kill("SIGKILL");
+    await child.status;
+    throw new Error(`no listening line; stdout=${stdout} stderr=${await stderrText}`);
+  }
+  return {
+    child,
+    url: match[1],
+    port: Number(match[2]),
+    async output() {
+      let rest = stdout.slice(match[0].length);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        rest += value;
+      }
+      const status = await child.status;
+      return { code: status.code, stdout: rest, stderr: await stderrText };
+    },
+  };
+}
+
+/** Run `main.ts` to completion (for flags that make it exit). */
+export async function runMain(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(DENO, {
+    args: ["run", "--allow-net", "--allow-env=PORT,CHORUS_*", "main.ts", ...args],
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}

@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+// @ts-types="@types/ws"
+import WebSocketNode from "ws";
+import { Inbox, rawClient, startServer, waitFor } from "./helpers.ts";
+
+Deno.test("a raw broadcast reaches every socket in the room, sender included, and no other room", async () => {
+  const server = await startServer();
+  try {
+    const a = await rawClient(server.ws("/lobby"));
+    const b = await rawClient(server.ws("/lobby"));
+    const other = await rawClient(server.ws("/other"));
+    const root = await rawClient(server.ws("/"));
+    await waitFor(() => server.hub.connections === 4, "4 connections");
+    a.send("hello lobby");
+    assert.equal(await a.text(), "hello lobby");
+    assert.equal(await b.text(), "hello lobby");
+    root.send("hello root");
+    assert.equal(await root.text(), "hello root");
+    other.send("marker");
+    assert.equal(await other.text(), "marker");
+    // The other rooms' clients got exactly their own rooms' frames, in order.
+    assert.equal(other.frames.size, 0);
+    assert.equal(a.frames.size, 0);
+    assert.equal(b.frames.size, 0);
+    assert.equal(server.hub.rooms, 3);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("text stays text and binary stays binary, byte for byte", async () => {
+  const server = await startServer();
+  try {
+    const a = await rawClient(server.ws("/r"));
+    const b = await rawClient(server.ws("/r"));
+    await waitFor(() => server.hub.connections === 2, "2 connections");
+    const bytes = new Uint8Array([0, 1, 2, 0xff, 0xfe, 10, 13]);
+    a.send(bytes);
+    a.send("ünïcødé ✓ 🎉");
+    const bin = await b.frames.next("binary");
+    assert.ok(bin instanceof ArrayBuffer, "binary frame arrives as binary");
+    assert.deepEqual(new Uint8Array(bin), bytes);
+    assert.equal(await b.text(), "ünïcødé ✓ 🎉");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a closed socket is removed, never sent to again, and its empty room is dropped", async () => {
+  const server = await startServer();
+  try {
+    const a = await rawClient(server.ws("/r"));
+    const b = await rawClient(server.ws("/r"));
+    const gone = await rawClient(server.ws("/r"));
+    const alone = await rawClient(server.ws("/alone"));
+    await waitFor(() => server.hub.connections === 4, "4 connections");
+    assert.equal(server.hub.rooms, 2);
+    await gone.close();
+    await alone.close();
+    await waitFor(() => server.hub.connections === 2, "closed sockets removed");
+    assert.equal(server.hub.rooms, 1, "the empty room is dropped");
+    a.send("after close");
+    assert.equal(await b.text(), "after close");
+    assert.equal(await a.text(), "after close");
+    assert.equal(gone.frames.size, 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a socket that vanishes without a close handshake does not break the broadcast", async () => {
+  const server = await startServer();
+  try {
+    const a = await rawClient(server.ws("/r"));
+    const b = await rawClient(server.ws("/r"));
+    // A raw TCP client that upgrades, then resets the connection without a close frame.
+    const tcp = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await tcp.write(new TextEncoder().encode(
+      "GET /r HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    const buf = new Uint8Array(1024);
+    const n = await tcp.read(buf);
+    assert.match(new TextDecoder().decode(buf.subarray(0, n!)), /^HTTP\/1.1 101/);
+    await waitFor(() => server.hub.connections === 3, "3 connections");
+    tcp.close();
+    for (let i = 0; i < 20; i++) a.send(`m${i}`);
+    for (let i = 0; i < 20; i++) assert.equal(await b.text(), `m${i}`);
+    await waitFor(() => server.hub.connections === 2, "vanished socket removed");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("200 clients exchanging messages lose none and keep per-sender order", async () => {
+  const server = await startServer();
+  try {
+    const n = 200;
+    const perSender = 5;
+    const clients = await Promise.all(
+      Array.from({ length: n }, () => rawClient(server.ws("/crowd"))),
+    );
+    await waitFor(() => server.hub.connections === n, `${n} connections`);
+    clients.forEach((c, i) => {
+      for (let k = 0; k < perSender; k++) c.send(`${i}:${k}`);
+    });
+    await Promise.all(clients.map(async (c) => {
+      const next = new Array(n).fill(0);
+      for (let j = 0; j < n * perSender; j++) {
+        const [from, seq] = (await c.text()).split(":").map(Number);
+        assert.equal(seq, next[from], `sender ${from} in order`);
+        next[from]++;
+      }
+      assert.ok(next.every((v) => v === perSender), "every message arrived");
+    }));
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a Node ws client and a Deno client talk to each other in raw mode", async () => {
+  const server = await startServer();
+  try {
+    const deno = await rawClient(server.ws("/"));
+    const node = new WebSocketNode(server.ws("/"));
+    const inbox = new Inbox<{ data: string; binary: boolean }>();
+    node.on("message", (data, isBinary) => inbox.push({ data: data.toString(), binary: isBinary }));
+    await new Promise((resolve, reject) => {
+      node.once("open", resolve);
+      node.once("error", reject);
+    });
+    await waitFor(() => server.hub.connections === 2, "2 connections");
+    node.send("from node");
+    assert.equal(await deno.text(), "from node");
+    assert.deepEqual(await inbox.next(), { data: "from node", binary: false });
+    deno.send("from deno");
+    assert.deepEqual(await inbox.next(), { data: "from deno", binary: false });
+    node.send(new Uint8Array([1, 2, 3]));
+    assert.deepEqual(await inbox.next(), { data: "\x01\x02\x03", binary: true });
+    const closed = new Promise((resolve) => node.once("close", resolve));
+    node.close();
+    await closed;
+  } finally {
+    await server.close();
+  }
+});
