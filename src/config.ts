@@ -309,17 +309,19 @@ function firstLine(message: string): string {
   return message.split("\n")[0];
 }
 
+/** A default as the docs and `--help` show it: `none` when unset, `same host` for no origins. */
+export function formatDefault(key: keyof Config): string {
+  const value = DEFAULTS[key];
+  if (value === undefined) return "none";
+  if (Array.isArray(value)) return value.length === 0 ? "same host" : value.join(",");
+  return String(value);
+}
+
 /** The `--help` text, generated from {@link OPTIONS} so it cannot drift from the code. */
 export function usage(): string {
   const rows = OPTIONS.map((o) => {
     const left = `  --${o.flag} ${o.valueName}`;
-    const def = DEFAULTS[o.key];
-    const shown = def === undefined
-      ? "none"
-      : Array.isArray(def)
-      ? (def.length === 0 ? "same host only" : def.join(","))
-      : String(def);
-    return `${left.padEnd(30)} ${o.description} (default ${shown}; env ${
+    return `${left.padEnd(30)} ${o.description} (default ${formatDefault(o.key)}; env ${
       [envName(o.flag), o.alsoEnv].filter(Boolean).join(", ")
     })`;
   });
