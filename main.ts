@@ -6,7 +6,8 @@
 import meta from "./deno.json" with { type: "json" };
 import { type Config, ConfigError, parseConfig, usage } from "./src/config.ts";
 import { createApp } from "./src/app.ts";
-import { createLogger } from "./src/log.ts";
+import { ListenError, startCluster } from "./src/cluster.ts";
+import { createLogger, type Logger } from "./src/log.ts";
 
 /** Close code and reason every client sees when the server stops. */
 const SHUTDOWN_CLOSE = { code: 1001, reason: "server shutting down" } as const;
@@ -21,47 +22,72 @@ function readEnv(name: string): string | undefined {
   }
 }
 
-function serve(config: Config): void {
+/** A listening server, single-threaded or `--workers`, as the process sees it. */
+interface Running {
+  hostname: string;
+  port: number;
+  stop(code: number, reason: string): Promise<void>;
+}
+
+function startSingle(config: Config, tls: Tls | undefined, log: Logger): Running {
+  const { hub, handler } = createApp(config, { log });
+  const server = Deno.serve({
+    port: config.port,
+    hostname: config.hostname,
+    ...tls,
+    onListen() {},
+  }, handler);
+  return {
+    ...server.addr,
+    async stop(code, reason) {
+      log.info("shutting down", { connections: hub.connections });
+      await hub.closeAll(code, reason);
+      hub.dispose();
+      await server.shutdown();
+    },
+  };
+}
+
+async function serve(config: Config): Promise<void> {
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   const tls = readTls(config);
-  const { hub, handler } = createApp(config, { log });
   // Listen for signals before listening for clients, so no early signal is missed.
-  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let running: Running | undefined;
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("shutting down", { signal, connections: hub.connections });
-    await hub.closeAll(SHUTDOWN_CLOSE.code, SHUTDOWN_CLOSE.reason);
-    hub.dispose();
-    await server?.shutdown();
+    log.info("signal received", { signal });
+    await running?.stop(SHUTDOWN_CLOSE.code, SHUTDOWN_CLOSE.reason);
     Deno.exit(0);
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => void stop(signal));
   }
   try {
-    server = Deno.serve({
-      port: config.port,
-      hostname: config.hostname,
-      ...tls,
-      onListen({ hostname, port }) {
-        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-        console.log(`chorus listening on ${tls ? "https" : "http"}://${host}:${port}/`);
-      },
-    }, handler);
+    running = config.workers > 1 ? await startCluster(config, tls) : startSingle(config, tls, log);
   } catch (err) {
-    if (
-      !(err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied ||
-        err instanceof Deno.errors.AddrNotAvailable || err instanceof Deno.errors.InvalidData)
-    ) throw err;
-    console.error(`chorus: cannot listen on ${config.hostname}:${config.port}: ${err.message}`);
+    if (!isListenError(err)) throw err;
+    console.error(
+      `chorus: cannot listen on ${config.hostname}:${config.port}: ${err.message.split("\n")[0]}`,
+    );
     Deno.exit(1);
   }
+  const host = running.hostname.includes(":") ? `[${running.hostname}]` : running.hostname;
+  console.log(`chorus listening on ${tls ? "https" : "http"}://${host}:${running.port}/`);
 }
 
+function isListenError(err: unknown): err is Error {
+  return err instanceof ListenError || err instanceof Deno.errors.AddrInUse ||
+    err instanceof Deno.errors.AddrNotAvailable || err instanceof Deno.errors.PermissionDenied ||
+    err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.InvalidData;
+}
+
+/** PEM certificate and key, as `Deno.serve` takes them. */
+type Tls = { cert: string; key: string };
+
 /** Read the PEM files for TLS; unreadable files are a configuration error (exit 2). */
-function readTls(config: Config): { cert: string; key: string } | undefined {
+function readTls(config: Config): Tls | undefined {
   if (config.cert === undefined || config.key === undefined) return undefined;
   const read = (path: string, flag: string) => {
     try {
@@ -95,7 +121,7 @@ if (import.meta.main) {
       console.log(`chorus ${meta.version}`);
       break;
     case "serve":
-      serve(command.config);
+      await serve(command.config);
       break;
   }
 }

@@ -1,10 +1,13 @@
 /**
- * One chorus server's parts built from its config: counters, hub and request handler. Both
- * `main.ts` and the tests build servers this way, so tests run what production runs.
+ * One chorus server's parts built from its config: counters, hub and request handler. `main.ts`,
+ * each worker of `--workers` and the tests build servers this way, so tests run what
+ * production runs.
  * @module
  */
+import type { Bus } from "./bus.ts";
 import type { Config } from "./config.ts";
 import { Hub } from "./hub.ts";
+import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { createHandler, type Handler } from "./server.ts";
@@ -12,8 +15,19 @@ import { createHandler, type Handler } from "./server.ts";
 /** The parts of one server; `Deno.serve` takes `handler`, shutdown uses `hub`. */
 export interface App {
   hub: Hub;
-  metrics: Metrics;
   handler: Handler;
+}
+
+/** State a worker shares with the other workers of its process. */
+export interface Shared {
+  /** The metrics table of {@link metricsTable}, one row per worker. */
+  metrics: Float64Array;
+  /** This worker's row. */
+  index: number;
+  /** The connection counts of {@link limiterTable}. */
+  limiter: Int32Array;
+  /** The bus between the workers' hubs. */
+  bus: Bus;
 }
 
 /** Extra wiring that does not come from flags. */
@@ -21,18 +35,23 @@ export interface AppOptions {
   log: Logger;
   /** Clock for history expiry and timestamps; tests inject one. */
   now?: () => number;
+  /** Set in a worker of `--workers`. */
+  shared?: Shared;
 }
 
 /** Build the hub and handler of one server from its config. */
-export function createApp(config: Config, { log, now }: AppOptions): App {
-  const metrics = new Metrics();
+export function createApp(config: Config, { log, now, shared }: AppOptions): App {
   const hub = new Hub({
     history: config.history,
     historyTtlMs: config.historyTtl * 1000,
     maxBufferedBytes: config.maxBufferedBytes,
-    maxConnections: config.maxConnections,
-    maxConnectionsPerIp: config.maxConnectionsPerIp,
-    metrics,
+    limiter: new ConnectionLimiter(
+      config.maxConnections,
+      config.maxConnectionsPerIp,
+      shared?.limiter,
+    ),
+    metrics: new Metrics(shared?.metrics, shared?.index),
+    bus: shared?.bus,
     onDrop: (member, reason) =>
       log.warn("connection closed by policy", {
         reason,
@@ -42,5 +61,5 @@ export function createApp(config: Config, { log, now }: AppOptions): App {
       }),
     now,
   });
-  return { hub, metrics, handler: createHandler({ config, hub, log }) };
+  return { hub, handler: createHandler({ config, hub, log }) };
 }

@@ -42,6 +42,8 @@ export interface Config {
   logLevel: LogLevel;
   /** Log line format. */
   logFormat: LogFormat;
+  /** Worker threads sharing the port and forming one hub; 1 runs everything on the main thread. */
+  workers: number;
 }
 
 /** The defaults table: every limit has a name and a value here, and the docs copy it. */
@@ -62,6 +64,7 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   key: undefined,
   logLevel: "info",
   logFormat: "text",
+  workers: 1,
 });
 
 /** Thrown for bad flags or environment values; `main.ts` prints its message and exits 2. */
@@ -122,6 +125,9 @@ const origins: Parser<string[] | "*"> = (raw, label) => {
   }
   return list.map((o) => new URL(o).origin);
 };
+
+const workers: Parser<number> = (raw, label) =>
+  raw.trim() === "auto" ? navigator.hardwareConcurrency : integer(1, 256)(raw, label);
 
 const optionalText: Parser<string | undefined> = (raw, label) => text(raw, label);
 
@@ -243,6 +249,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "FORMAT",
     description: "log line format (text, json)",
     parse: oneOf(["text", "json"] as const),
+  }),
+  option({
+    key: "workers",
+    flag: "workers",
+    valueName: "N",
+    description: "worker threads sharing the port as one hub (auto: one per CPU core)",
+    parse: workers,
   }),
 ];
 

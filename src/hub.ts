@@ -1,12 +1,18 @@
 /**
  * Rooms and fan-out. A room is two `Set<WebSocket>`s (raw and `chorus.v1` sockets); the
  * hub relays every message to the sockets of its room that are `OPEN`, keeps each room's
- * recent chat history, and drops a room the moment its last member leaves.
+ * recent chat history, and drops a room the moment its last member leaves. Given a
+ * {@link Bus}, hubs of several workers act as one: each publishes what its members do and
+ * replays what the others publish.
  * @module
  */
-import { type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
-import type { TokenBucket } from "./ratelimit.ts";
+import type { Bus, BusMessage, RemoteMember } from "./bus.ts";
+import { type Admission, ConnectionLimiter } from "./limiter.ts";
+import { C, type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
 import type { MemberInfo, MessageEvent, Mode, ProtocolError, ServerEvent } from "./protocol.ts";
+import type { TokenBucket } from "./ratelimit.ts";
+
+export type { Admission };
 
 /** Options that shape a hub; all come from {@link Config} in production. */
 export interface HubOptions {
@@ -16,12 +22,12 @@ export interface HubOptions {
   historyTtlMs: number;
   /** A socket whose unsent queue passes this many bytes is closed as a slow consumer. */
   maxBufferedBytes?: number;
-  /** Open sockets allowed on the whole hub, counted from the upgrade on. */
-  maxConnections?: number;
-  /** Open sockets allowed from one IP address. */
-  maxConnectionsPerIp?: number;
+  /** Connection limits; unlimited when omitted. */
+  limiter?: ConnectionLimiter;
   /** Counters to count into; a private set when omitted. */
   metrics?: Metrics;
+  /** Other hubs of the same server; none for a single process. */
+  bus?: Bus;
   /** Told about every connection the hub itself closes, e.g. to log it. */
   onDrop?: (member: Member, reason: DisconnectReason) => void;
   /** Clock in ms since the epoch; injectable so tests can expire history instantly. */
@@ -47,9 +53,6 @@ export interface Member {
   joined: boolean;
 }
 
-/** Why a connection is admitted or not by {@link Hub.admit}. */
-export type Admission = "ok" | "max_connections" | "max_connections_per_ip";
-
 interface Room {
   readonly raw: Set<WebSocket>;
   readonly chat: Set<WebSocket>;
@@ -61,35 +64,48 @@ interface History {
   emptySince: number | null;
 }
 
+interface Remote extends RemoteMember {
+  node: string;
+}
+
 const OPEN = 1;
 
-/** In-process hub: the state of every room of one server. Create one per server. */
+/**
+ * How far back (ms) a recovery on a worker reaches for messages from other workers, which
+ * the bus may have ordered differently there than on the worker the client saw them on.
+ */
+const REORDER_WINDOW_MS = 1000;
+
+/** The state of every room of one server (or one worker of it). */
 export class Hub {
   readonly #rooms = new Map<string, Room>();
   readonly #members = new Map<WebSocket, Member>();
+  readonly #remote = new Map<string, Map<string, Remote>>();
   readonly #histories = new Map<string, History>();
   readonly #dirty = new Set<Member>();
-  readonly #perIp = new Map<string, number>();
-  readonly #options: Required<HubOptions>;
+  readonly #options: Required<Omit<HubOptions, "bus">>;
+  readonly #bus: Bus | undefined;
   /** Counters of this hub, for `/metrics`. */
   readonly metrics: Metrics;
-  readonly #prefix = crypto.randomUUID().slice(0, 6);
+  /** This hub's id on the bus; also the prefix of every id it hands out. */
+  readonly node = crypto.randomUUID().slice(0, 6);
   #seq = 0;
   #flushScheduled = false;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions) {
     this.#options = {
-      now: Date.now,
       maxBufferedBytes: Infinity,
-      maxConnections: Infinity,
-      maxConnectionsPerIp: Infinity,
+      limiter: new ConnectionLimiter(Infinity, Infinity),
       metrics: new Metrics(),
       onDrop: () => {},
       ...options,
+      now: options.now ?? Date.now,
     };
-    this.#options.now = options.now ?? Date.now;
     this.metrics = this.#options.metrics;
+    this.#bus = options.bus;
+    this.#bus?.subscribe((m) => this.#receive(m));
+    this.#bus?.publish({ t: "sync", node: this.node });
     if (options.history > 0) {
       const timer = setInterval(
         () => this.sweepHistory(),
@@ -100,57 +116,57 @@ export class Hub {
     }
   }
 
-  /** Connections across all rooms, counted from the upgrade until they leave. */
+  /** This hub's connections, counted from the upgrade until they leave. */
   get connections(): number {
     return this.#members.size;
   }
 
-  /** Open connections by mode, for `/metrics`. */
-  connectionsByMode(): { raw: number; chat: number } {
-    let raw = 0;
-    for (const m of this.#members.values()) if (m.mode === "raw") raw++;
-    return { raw, chat: this.#members.size - raw };
+  /** Connections of every hub on the bus (this one's alone without a bus). */
+  get clusterConnections(): number {
+    let n = this.#members.size;
+    for (const members of this.#remote.values()) n += members.size;
+    return n;
   }
 
-  /** Whether one more connection from `ip` fits under the connection limits. */
+  /** Rooms with at least one member on any hub of the bus. */
+  get rooms(): number {
+    let n = this.#rooms.size;
+    for (const room of this.#remote.keys()) if (!this.#rooms.has(room)) n++;
+    return n;
+  }
+
+  /** Whether one more connection from `ip` fits under the connection limits; reserves it. */
   admit(ip: string): Admission {
-    if (this.#members.size >= this.#options.maxConnections) return "max_connections";
-    if ((this.#perIp.get(ip) ?? 0) >= this.#options.maxConnectionsPerIp) {
-      return "max_connections_per_ip";
-    }
-    return "ok";
+    return this.#options.limiter.acquire(ip);
   }
 
   /**
-   * Count a just-upgraded connection against the limits before its socket opens, so a burst
-   * of upgrades cannot overshoot them. {@link leave} releases it whatever happens next.
+   * Take over a just-upgraded connection admitted by {@link admit}, before its socket opens,
+   * so a burst of upgrades cannot overshoot the limits. {@link leave} releases it.
    */
   register(member: Member): void {
     this.#members.set(member.socket, member);
-    this.#perIp.set(member.ip, (this.#perIp.get(member.ip) ?? 0) + 1);
-  }
-
-  /** Rooms with at least one member. */
-  get rooms(): number {
-    return this.#rooms.size;
+    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]++;
   }
 
   /** A fresh unique id, for members and messages alike. */
   nextId(): string {
-    return `${this.#prefix}-${(++this.#seq).toString(36)}`;
+    return `${this.node}-${(++this.#seq).toString(36)}`;
   }
 
-  /** Members of a room as other members see them, in join order. */
+  /** Members of a room on every hub, as members see them: this hub's first, in join order. */
   membersOf(room: string): MemberInfo[] {
-    const r = this.#rooms.get(room);
-    if (!r) return [];
     const out: MemberInfo[] = [];
-    for (const set of [r.raw, r.chat]) {
-      for (const ws of set) {
-        const m = this.#members.get(ws)!;
-        out.push({ id: m.id, name: m.name });
+    const r = this.#rooms.get(room);
+    if (r) {
+      for (const set of [r.raw, r.chat]) {
+        for (const ws of set) {
+          const m = this.#members.get(ws)!;
+          out.push({ id: m.id, name: m.name });
+        }
       }
     }
+    for (const m of this.#remote.get(room)?.values() ?? []) out.push({ id: m.id, name: m.name });
     return out;
   }
 
@@ -161,11 +177,7 @@ export class Hub {
   join(member: Member, since?: string): void {
     if (this.#members.get(member.socket) !== member) return; // left before it opened
     member.joined = true;
-    let room = this.#rooms.get(member.room);
-    if (!room) {
-      room = { raw: new Set(), chat: new Set() };
-      this.#rooms.set(member.room, room);
-    }
+    const room = this.#roomOf(member.room);
     (member.mode === "raw" ? room.raw : room.chat).add(member.socket);
     const history = this.#historyOf(member.room);
     if (history) history.emptySince = null;
@@ -183,6 +195,12 @@ export class Hub {
       });
     }
     this.#toChat(room, { type: "join", id: member.id, name: member.name }, member.socket);
+    this.#bus?.publish({
+      t: "join",
+      node: this.node,
+      room: member.room,
+      member: { id: member.id, name: member.name, mode: member.mode },
+    });
   }
 
   /**
@@ -193,10 +211,9 @@ export class Hub {
     const member = this.#members.get(socket);
     if (!member) return undefined;
     this.#members.delete(socket);
-    const perIp = this.#perIp.get(member.ip)! - 1;
-    if (perIp === 0) this.#perIp.delete(member.ip);
-    else this.#perIp.set(member.ip, perIp);
-    this.metrics.disconnects[reason]++;
+    this.#options.limiter.release(member.ip);
+    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]--;
+    this.metrics.disconnect(reason);
     this.#dirty.delete(member);
     member.pending.length = 0;
     member.pendingBytes = 0;
@@ -204,13 +221,10 @@ export class Hub {
     member.joined = false;
     const room = this.#rooms.get(member.room)!;
     (member.mode === "raw" ? room.raw : room.chat).delete(socket);
-    if (room.raw.size === 0 && room.chat.size === 0) {
-      this.#rooms.delete(member.room);
-      const history = this.#histories.get(member.room);
-      if (history) history.emptySince = this.#options.now();
-    } else {
-      this.#toChat(room, { type: "leave", id: member.id, name: member.name });
-    }
+    if (room.raw.size === 0 && room.chat.size === 0) this.#rooms.delete(member.room);
+    this.#toChat(room, { type: "leave", id: member.id, name: member.name });
+    this.#markIfEmpty(member.room);
+    this.#bus?.publish({ t: "leave", node: this.node, room: member.room, id: member.id });
     return member;
   }
 
@@ -219,19 +233,22 @@ export class Hub {
    * sockets when it is text. Binary frames stay among raw clients.
    */
   relayRaw(member: Member, data: string | ArrayBuffer): void {
-    const room = this.#rooms.get(member.room);
-    if (!room) return;
     if (typeof data === "string") {
       this.say(member, data);
-    } else {
-      this.#toRaw(room, data);
+      return;
     }
+    const room = this.#rooms.get(member.room);
+    if (room) this.#toRaw(room, data);
+    this.#bus?.publish({
+      t: "binary",
+      node: this.node,
+      room: member.room,
+      data: new Uint8Array(data),
+    });
   }
 
   /** Broadcast a chat message from a member to everyone in its room, and keep it in history. */
-  say(member: Member, text: string): MessageEvent | undefined {
-    const room = this.#rooms.get(member.room);
-    if (!room) return undefined;
+  say(member: Member, text: string): MessageEvent {
     const event: MessageEvent = {
       type: "message",
       id: this.nextId(),
@@ -239,19 +256,25 @@ export class Hub {
       text,
       ts: this.#options.now(),
     };
-    this.#remember(member.room, event);
-    this.#toRaw(room, text);
-    this.#toChat(room, event);
+    this.#deliverMessage(member.room, event);
+    this.#bus?.publish({ t: "message", node: this.node, room: member.room, event });
     return event;
   }
 
   /** Change a member's display name and tell everyone in the room, the renamer included. */
   rename(member: Member, name: string): void {
-    const room = this.#rooms.get(member.room);
-    if (!room) return;
     const oldName = member.name;
     member.name = name;
-    this.#toChat(room, { type: "rename", id: member.id, name, oldName });
+    const room = this.#rooms.get(member.room);
+    if (room) this.#toChat(room, { type: "rename", id: member.id, name, oldName });
+    this.#bus?.publish({
+      t: "rename",
+      node: this.node,
+      room: member.room,
+      id: member.id,
+      name,
+      oldName,
+    });
   }
 
   /** Tell one chat member what was wrong with its frame. */
@@ -290,9 +313,11 @@ export class Hub {
       .finally(() => clearTimeout(timer));
   }
 
-  /** Stop background timers; the hub must not be used afterwards. */
+  /** Stop background timers and leave the bus; the hub must not be used afterwards. */
   dispose(): void {
     clearInterval(this.#sweepTimer);
+    this.#bus?.publish({ t: "bye", node: this.node });
+    this.#bus?.close();
   }
 
   /** Drop histories of rooms that have been empty for longer than the TTL. */
@@ -306,15 +331,130 @@ export class Hub {
   /** Write every queued chat event now, one frame per socket. */
   flush(): void {
     this.#flushScheduled = false;
+    const row = this.metrics.row;
     for (const member of this.#dirty) {
       const frame = member.pending.length === 1 ? member.pending[0] : member.pending.join("\n");
       const bytes = member.pendingBytes;
-      this.metrics.messagesDelivered += member.pending.length;
+      row[C.delivered] += member.pending.length;
       member.pending.length = 0;
       member.pendingBytes = 0;
       this.#send(member.socket, frame, bytes);
     }
     this.#dirty.clear();
+  }
+
+  /** Replay what another hub published to this hub's own sockets. */
+  #receive(m: BusMessage): void {
+    if (m.node === this.node) return;
+    switch (m.t) {
+      case "message":
+        return this.#deliverMessage(m.room, m.event);
+      case "binary": {
+        const room = this.#rooms.get(m.room);
+        if (room) this.#toRaw(room, m.data.buffer as ArrayBuffer);
+        return;
+      }
+      case "join": {
+        this.#addRemote(m.room, { ...m.member, node: m.node });
+        const room = this.#rooms.get(m.room);
+        if (room) this.#toChat(room, { type: "join", id: m.member.id, name: m.member.name });
+        return;
+      }
+      case "leave": {
+        const gone = this.#removeRemote(m.room, m.id);
+        const room = this.#rooms.get(m.room);
+        if (gone && room) this.#toChat(room, { type: "leave", id: gone.id, name: gone.name });
+        return;
+      }
+      case "rename": {
+        const remote = this.#remote.get(m.room)?.get(m.id);
+        if (remote) remote.name = m.name;
+        const room = this.#rooms.get(m.room);
+        if (room) {
+          this.#toChat(room, { type: "rename", id: m.id, name: m.name, oldName: m.oldName });
+        }
+        return;
+      }
+      case "sync":
+        this.#bus?.publish({ t: "members", node: this.node, rooms: this.#snapshot() });
+        return;
+      case "members":
+        this.#forgetNode(m.node, false);
+        for (const [room, members] of m.rooms) {
+          for (const member of members) this.#addRemote(room, { ...member, node: m.node });
+        }
+        return;
+      case "bye":
+        return this.#forgetNode(m.node, true);
+    }
+  }
+
+  #snapshot(): [string, RemoteMember[]][] {
+    const rooms = new Map<string, RemoteMember[]>();
+    for (const m of this.#members.values()) {
+      if (!m.joined) continue;
+      const list = rooms.get(m.room) ?? [];
+      list.push({ id: m.id, name: m.name, mode: m.mode });
+      rooms.set(m.room, list);
+    }
+    return [...rooms];
+  }
+
+  #addRemote(room: string, member: Remote): void {
+    let members = this.#remote.get(room);
+    if (!members) {
+      members = new Map();
+      this.#remote.set(room, members);
+    }
+    members.set(member.id, member);
+    const history = this.#histories.get(room);
+    if (history) history.emptySince = null;
+  }
+
+  #removeRemote(room: string, id: string): Remote | undefined {
+    const members = this.#remote.get(room);
+    const gone = members?.get(id);
+    if (!members || !gone) return undefined;
+    members.delete(id);
+    if (members.size === 0) this.#remote.delete(room);
+    this.#markIfEmpty(room);
+    return gone;
+  }
+
+  /** Forget every member of a hub that left the bus, telling local members when asked to. */
+  #forgetNode(node: string, announce: boolean): void {
+    for (const [roomName, members] of [...this.#remote]) {
+      for (const m of [...members.values()]) {
+        if (m.node !== node) continue;
+        this.#removeRemote(roomName, m.id);
+        const room = this.#rooms.get(roomName);
+        if (announce && room) this.#toChat(room, { type: "leave", id: m.id, name: m.name });
+      }
+    }
+  }
+
+  #roomOf(name: string): Room {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      room = { raw: new Set(), chat: new Set() };
+      this.#rooms.set(name, room);
+    }
+    return room;
+  }
+
+  /** Start a room's history TTL once nobody on any hub is in it. */
+  #markIfEmpty(room: string): void {
+    if (this.#rooms.has(room) || this.#remote.has(room)) return;
+    const history = this.#histories.get(room);
+    if (history) history.emptySince = this.#options.now();
+  }
+
+  #deliverMessage(roomName: string, event: MessageEvent): void {
+    this.#remember(roomName, event);
+    const room = this.#rooms.get(roomName);
+    if (!room) return;
+    this.#toRaw(room, event.text);
+    this.#toChat(room, event);
   }
 
   #historyOf(room: string): History | undefined {
@@ -341,14 +481,25 @@ export class Hub {
     if (since === undefined) return { messages: messages.slice(), recovered: true };
     const at = messages.findIndex((m) => m.id === since);
     if (at === -1) return { messages: messages.slice(), recovered: false };
-    return { messages: messages.slice(at + 1), recovered: true };
+    const after = messages.slice(at + 1);
+    if (!this.#bus) return { messages: after, recovered: true };
+    // Other workers' messages may sit just before `since` here yet came after it where the
+    // client saw them; resend those few too (clients skip ids they have already shown).
+    const node = since.slice(0, since.indexOf("-"));
+    const cutoff = messages[at].ts - REORDER_WINDOW_MS;
+    const before: MessageEvent[] = [];
+    for (let i = at - 1; i >= 0 && messages[i].ts >= cutoff; i--) {
+      if (!messages[i].id.startsWith(node + "-")) before.unshift(messages[i]);
+    }
+    return { messages: [...before, ...after], recovered: true };
   }
 
   #toRaw(room: Room, data: string | ArrayBuffer): void {
     if (room.raw.size === 0) return;
     const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
+    const row = this.metrics.row;
     for (const socket of room.raw) {
-      if (this.#send(socket, data, bytes)) this.metrics.messagesDelivered++;
+      if (this.#send(socket, data, bytes)) row[C.delivered]++;
     }
   }
 
@@ -388,7 +539,7 @@ export class Hub {
       this.leave(socket, "error");
       return false;
     }
-    this.metrics.bytesSent += bytes;
+    this.metrics.row[C.bytesOut] += bytes;
     if (socket.bufferedAmount > this.#options.maxBufferedBytes) {
       this.drop(socket, 1008, "slow consumer", "slow_consumer");
     }

@@ -1,6 +1,7 @@
 /**
  * Counters for operators, rendered in the Prometheus text exposition format at `/metrics`.
- * One {@link Metrics} per server; the hub and the handler count into it.
+ * Each hub counts into its own row of a table; with `--workers` the table lives in a
+ * `SharedArrayBuffer`, so whichever worker answers a scrape sums every worker's row.
  * @module
  */
 
@@ -31,63 +32,97 @@ export const REFUSE_REASONS = [
 /** One of {@link REFUSE_REASONS}. */
 export type RefuseReason = typeof REFUSE_REASONS[number];
 
-/** Live values read at scrape time rather than counted. */
-export interface Gauges {
-  connections: { raw: number; chat: number };
-  rooms: number;
+/** Index of each plain counter and gauge in a row; the hot path adds to `row[C.x]`. */
+export const C = {
+  received: 0,
+  delivered: 1,
+  bytesIn: 2,
+  bytesOut: 3,
+  rawConnections: 4,
+  chatConnections: 5,
+} as const;
+
+const DISCONNECT_BASE = 6;
+const REFUSE_BASE = DISCONNECT_BASE + DISCONNECT_REASONS.length;
+
+/** Numbers per row: the counters and gauges above, then one per disconnect and refuse reason. */
+export const ROW_LENGTH = REFUSE_BASE + REFUSE_REASONS.length;
+
+/** Allocate a counter table for `rows` hubs, shareable between workers. */
+export function metricsTable(rows: number): Float64Array<SharedArrayBuffer> {
+  return new Float64Array(new SharedArrayBuffer(rows * ROW_LENGTH * 8));
 }
 
-function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
-  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
-}
-
-/** Monotonic counters of one server. Plain fields, so counting costs one addition. */
+/** The counters of one hub, plus read access to the whole table for rendering. */
 export class Metrics {
-  messagesReceived = 0;
-  messagesDelivered = 0;
-  bytesReceived = 0;
-  bytesSent = 0;
-  readonly disconnects: Record<DisconnectReason, number> = zeroes(DISCONNECT_REASONS);
-  readonly refused: Record<RefuseReason, number> = zeroes(REFUSE_REASONS);
+  /** This hub's counters; only this hub writes them. */
+  readonly row: Float64Array;
+  readonly #table: Float64Array;
 
-  /** Render every metric with HELP and TYPE lines, ready to serve as `text/plain; version=0.0.4`. */
-  render(gauges: Gauges): string {
+  /** A private table when none is given; otherwise row `index` of a shared one. */
+  constructor(table: Float64Array = new Float64Array(ROW_LENGTH), index = 0) {
+    this.#table = table;
+    this.row = table.subarray(index * ROW_LENGTH, (index + 1) * ROW_LENGTH);
+  }
+
+  /** Count one disconnect. */
+  disconnect(reason: DisconnectReason): void {
+    this.row[DISCONNECT_BASE + DISCONNECT_REASONS.indexOf(reason)]++;
+  }
+
+  /** Count one refused upgrade. */
+  refuse(reason: RefuseReason): void {
+    this.row[REFUSE_BASE + REFUSE_REASONS.indexOf(reason)]++;
+  }
+
+  /** Sum of slot `i` over every row of the table. */
+  #sum(i: number): number {
+    let total = 0;
+    for (let r = i; r < this.#table.length; r += ROW_LENGTH) total += this.#table[r];
+    return total;
+  }
+
+  /**
+   * Render every metric with HELP and TYPE lines (`text/plain; version=0.0.4`). `rooms` is
+   * passed in because a room may span workers and must be counted once.
+   */
+  render(rooms: number): string {
     const out: string[] = [];
     const metric = (name: string, type: string, help: string, samples: [string, number][]) => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
       for (const [labels, value] of samples) out.push(`${name}${labels} ${value}`);
     };
     metric("chorus_connections", "gauge", "Open WebSocket connections by mode.", [
-      ['{mode="raw"}', gauges.connections.raw],
-      ['{mode="chat"}', gauges.connections.chat],
+      ['{mode="raw"}', this.#sum(C.rawConnections)],
+      ['{mode="chat"}', this.#sum(C.chatConnections)],
     ]);
-    metric("chorus_rooms", "gauge", "Rooms with at least one member.", [["", gauges.rooms]]);
+    metric("chorus_rooms", "gauge", "Rooms with at least one member.", [["", rooms]]);
     metric("chorus_messages_received_total", "counter", "Messages received from clients.", [
-      ["", this.messagesReceived],
+      ["", this.#sum(C.received)],
     ]);
     metric(
       "chorus_messages_delivered_total",
       "counter",
       "Messages and events delivered to clients (one per recipient).",
-      [["", this.messagesDelivered]],
+      [["", this.#sum(C.delivered)]],
     );
     metric("chorus_received_bytes_total", "counter", "Payload bytes received from clients.", [
-      ["", this.bytesReceived],
+      ["", this.#sum(C.bytesIn)],
     ]);
     metric("chorus_sent_bytes_total", "counter", "Payload bytes written to clients.", [
-      ["", this.bytesSent],
+      ["", this.#sum(C.bytesOut)],
     ]);
     metric(
       "chorus_disconnects_total",
       "counter",
       "Closed connections by reason.",
-      DISCONNECT_REASONS.map((r) => [`{reason="${r}"}`, this.disconnects[r]]),
+      DISCONNECT_REASONS.map((r, i) => [`{reason="${r}"}`, this.#sum(DISCONNECT_BASE + i)]),
     );
     metric(
       "chorus_upgrades_refused_total",
       "counter",
       "WebSocket upgrades refused before a socket was created, by reason.",
-      REFUSE_REASONS.map((r) => [`{reason="${r}"}`, this.refused[r]]),
+      REFUSE_REASONS.map((r, i) => [`{reason="${r}"}`, this.#sum(REFUSE_BASE + i)]),
     );
     return out.join("\n") + "\n";
   }

@@ -7,7 +7,7 @@
 import type { Config } from "./config.ts";
 import type { Hub, Member } from "./hub.ts";
 import type { Logger } from "./log.ts";
-import { type RefuseReason, utf8Length } from "./metrics.ts";
+import { C, type RefuseReason, utf8Length } from "./metrics.ts";
 import { TokenBucket } from "./ratelimit.ts";
 import {
   checkName,
@@ -79,7 +79,7 @@ export function createHandler(deps: HandlerDeps): Handler {
     }
     if (url.pathname === "/metrics") {
       return new Response(
-        hub.metrics.render({ connections: hub.connectionsByMode(), rooms: hub.rooms }),
+        hub.metrics.render(hub.rooms),
         {
           headers: {
             "content-type": "text/plain; version=0.0.4; charset=utf-8",
@@ -91,7 +91,7 @@ export function createHandler(deps: HandlerDeps): Handler {
     if (url.pathname === "/healthz") {
       return json({
         status: "ok",
-        connections: hub.connections,
+        connections: hub.clusterConnections,
         rooms: hub.rooms,
         uptime: Math.round((Date.now() - startedAt) / 1000),
       });
@@ -137,7 +137,7 @@ function upgrade(deps: HandlerDeps, req: Request, info: RequestInfo | undefined)
     message: string,
     headers = {},
   ) => {
-    hub.metrics.refused[why]++;
+    hub.metrics.refuse(why);
     log.warn("upgrade refused", {
       status,
       code,
@@ -238,7 +238,7 @@ const IDLE_CLOSE_REASON = "No response from ping frame.";
 function attach(deps: HandlerDeps, member: Member, since: string | undefined): void {
   const { hub, log, config } = deps;
   const { socket } = member;
-  const { metrics } = hub;
+  const row = hub.metrics.row;
   socket.binaryType = "arraybuffer";
   socket.onopen = () => hub.join(member, since);
   socket.onclose = (e) => {
@@ -253,8 +253,8 @@ function attach(deps: HandlerDeps, member: Member, since: string | undefined): v
   socket.onmessage = (e: MessageEvent<string | ArrayBuffer>) => {
     const data = e.data;
     const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
-    metrics.messagesReceived++;
-    metrics.bytesReceived += bytes;
+    row[C.received]++;
+    row[C.bytesIn] += bytes;
     if (bytes > config.maxMessageBytes) {
       return hub.drop(socket, 1009, "message too big", "too_big");
     }

@@ -205,16 +205,27 @@ export async function chatClient(url: string): Promise<{ client: ChatClient; wel
 
 /** Resolve once `predicate` holds, re-checking after each macrotask; fails after a timeout. */
 export async function waitFor(
-  predicate: () => boolean,
+  predicate: () => boolean | Promise<boolean>,
   label: string,
   timeoutMs = EVENT_TIMEOUT_MS,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+/** `main.ts` run exactly as `deno task start` runs it, with the same permissions. */
+export const START_COMMAND = [
+  DENO,
+  "run",
+  "--unstable-net",
+  "--allow-net",
+  "--allow-env=PORT,CHORUS_*",
+  "--allow-read=./src,./static",
+  "main.ts",
+];
 
 /** A `main.ts` child process with its listening URL. */
 export interface MainProcess {
@@ -230,7 +241,7 @@ export interface MainProcess {
 export async function startMain(
   args: string[] = [],
   env: Record<string, string> = {},
-  command: string[] = [DENO, "run", "--allow-net", "--allow-env=PORT,CHORUS_*", "main.ts"],
+  command: string[] = START_COMMAND,
 ): Promise<MainProcess> {
   const child = new Deno.Command(command[0], {
     args: [...command.slice(1), "--port", "0", "--hostname", "127.0.0.1", ...args],

@@ -1,0 +1,60 @@
+/**
+ * The bus between hubs that form one logical hub: the workers of one process
+ * (`--workers`, over `BroadcastChannel`). Each hub fans out to its own sockets and publishes
+ * what happened; the others replay it to theirs. Nothing is published when there is no bus.
+ * @module
+ */
+import type { MessageEvent, Mode } from "./protocol.ts";
+
+/** A member as the other hubs track it. */
+export interface RemoteMember {
+  id: string;
+  name: string;
+  mode: Mode;
+}
+
+/** What crosses the bus. `node` names the publishing hub, so it can ignore its own echo. */
+export type BusMessage =
+  /** A chat message (also a raw client's text frame): raw sockets get `text`, chat the event. */
+  | { t: "message"; node: string; room: string; event: MessageEvent }
+  /** A raw client's binary frame, for raw sockets only. */
+  | { t: "binary"; node: string; room: string; data: Uint8Array }
+  | { t: "join"; node: string; room: string; member: RemoteMember }
+  | { t: "leave"; node: string; room: string; id: string }
+  | { t: "rename"; node: string; room: string; id: string; name: string; oldName: string }
+  /** A hub started: every other hub answers with `members`. */
+  | { t: "sync"; node: string }
+  /** Every member of the publishing hub, by room; replaces what was known of that node. */
+  | { t: "members"; node: string; rooms: [room: string, members: RemoteMember[]][] }
+  /** A hub is stopping: its members are gone. */
+  | { t: "bye"; node: string };
+
+/** A transport for {@link BusMessage}s; delivery is in order per publisher. */
+export interface Bus {
+  publish(message: BusMessage): void;
+  /** Set the one receiver of messages from other hubs. */
+  subscribe(receive: (message: BusMessage) => void): void;
+  close(): void;
+}
+
+/** The bus between the workers of one process. */
+export class BroadcastChannelBus implements Bus {
+  readonly #channel: BroadcastChannel;
+
+  /** `name` must be the same for every worker of one server and unique per server. */
+  constructor(name: string) {
+    this.#channel = new BroadcastChannel(name);
+  }
+
+  publish(message: BusMessage): void {
+    this.#channel.postMessage(message);
+  }
+
+  subscribe(receive: (message: BusMessage) => void): void {
+    this.#channel.onmessage = (e: globalThis.MessageEvent<BusMessage>) => receive(e.data);
+  }
+
+  close(): void {
+    this.#channel.close();
+  }
+}

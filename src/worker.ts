@@ -1,0 +1,76 @@
+/**
+ * The entry point of one `--workers` thread: it builds a server like the single-threaded one,
+ * shares the port with its siblings (`reusePort`) and joins their hub over the bus. It talks
+ * to the main thread (`src/cluster.ts`) in {@link ToWorker} and {@link FromWorker} messages.
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { createApp } from "./app.ts";
+import { BroadcastChannelBus } from "./bus.ts";
+import type { Config } from "./config.ts";
+import { createLogger } from "./log.ts";
+
+/** Messages from the main thread. */
+export type ToWorker =
+  | {
+    type: "start";
+    config: Config;
+    index: number;
+    /** The port to share; 0 only for the first worker, which picks it. */
+    port: number;
+    metrics: Float64Array;
+    limiter: Int32Array;
+    busName: string;
+    tls?: { cert: string; key: string };
+  }
+  | { type: "stop"; code: number; reason: string };
+
+/** Messages to the main thread. */
+export type FromWorker =
+  | { type: "listening"; hostname: string; port: number }
+  | { type: "failed"; message: string }
+  | { type: "stopped" };
+
+function post(message: FromWorker): void {
+  self.postMessage(message);
+}
+
+let stop: ((code: number, reason: string) => Promise<void>) | undefined;
+
+self.onmessage = async (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  if (m.type === "stop") {
+    await stop?.(m.code, m.reason);
+    post({ type: "stopped" });
+    return;
+  }
+  const { config } = m;
+  const log = createLogger({ level: config.logLevel, format: config.logFormat });
+  const { hub, handler } = createApp(config, {
+    log,
+    shared: {
+      metrics: m.metrics,
+      index: m.index,
+      limiter: m.limiter,
+      bus: new BroadcastChannelBus(m.busName),
+    },
+  });
+  try {
+    const server = Deno.serve({
+      port: m.port,
+      hostname: config.hostname,
+      reusePort: true,
+      ...m.tls,
+      onListen: ({ hostname, port }) => post({ type: "listening", hostname, port }),
+    }, handler);
+    stop = async (code, reason) => {
+      await hub.closeAll(code, reason);
+      hub.dispose();
+      await server.shutdown();
+    };
+  } catch (err) {
+    if (!(err instanceof Error)) throw err;
+    hub.dispose();
+    post({ type: "failed", message: err.message.split("\n")[0] });
+  }
+};
