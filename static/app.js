@@ -6,6 +6,9 @@
 
 const SUBPROTOCOL = "chorus.v1";
 const NAME_KEY = "chorus.name";
+/** sessionStorage key of this tab's member ids, so a reload still knows its own messages. */
+const OWN_IDS_KEY = "chorus.ownIds";
+const MAX_OWN_IDS = 100;
 const MAX_NAME_LENGTH = 32;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
@@ -42,8 +45,8 @@ const state = {
   /** @type {WebSocket | null} */ ws: null,
   /** @type {string | null} */ myId: null,
   /** @type {string | null} */ myName: null,
-  /** @type {Set<string>} every id this page has had, so old own messages stay marked */
-  myIds: new Set(),
+  /** @type {Set<string>} every id this tab has had, so old own messages stay marked */
+  myIds: new Set(storedOwnIds()),
   /** @type {Map<string, string>} member id -> name */ members: new Map(),
   /** @type {Set<string>} ids of every message rendered so far */ rendered: new Set(),
   /** @type {string | null} */ lastId: null,
@@ -78,6 +81,23 @@ function storeName(name) {
   try {
     localStorage.setItem(NAME_KEY, name);
   } catch { /* storage unavailable: the name lasts for this page only */ }
+}
+
+/** This tab's member ids from before a reload, tolerating disabled storage or junk. */
+function storedOwnIds() {
+  try {
+    const ids = JSON.parse(sessionStorage.getItem(OWN_IDS_KEY) ?? "[]");
+    return Array.isArray(ids) ? ids.filter((id) => typeof id === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Remember this tab's most recent member ids for the next load of the page. */
+function storeOwnIds() {
+  try {
+    sessionStorage.setItem(OWN_IDS_KEY, JSON.stringify([...state.myIds].slice(-MAX_OWN_IDS)));
+  } catch { /* storage unavailable: after a reload, earlier messages are not marked own */ }
 }
 
 /** Trim a name and apply the server's rules: 1–32 characters, no control characters. */
@@ -185,6 +205,7 @@ function onWelcome(ev) {
   state.myId = ev.id;
   state.myName = ev.name;
   state.myIds.add(ev.id);
+  storeOwnIds();
   state.attempt = 0;
   state.welcomed = true;
   document.body.dataset.memberId = ev.id;

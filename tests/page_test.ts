@@ -1,0 +1,347 @@
+/// <reference lib="dom" />
+/// <reference lib="deno.ns" />
+/**
+ * The chat page in a real browser: Debian's Chromium, driven by playwright-core, against an
+ * in-process server. Two pages in separate browser contexts (separate storage, like two people)
+ * and a raw WebSocket client share the room `/lobby`. Every wait is on page state (locators and
+ * `waitForFunction`), never a sleep. Where Chromium is missing the test is registered as
+ * ignored with the reason in its name.
+ */
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import type { Browser, BrowserContext, JSHandle, Page } from "playwright-core";
+import {
+  type Client,
+  EVENT_TIMEOUT_MS,
+  rawClient,
+  startServer,
+  type TestServer,
+} from "./helpers.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
+const XSS = "<img src=x onerror=window.__xss=1>";
+/** Set CHORUS_KEEP_SCREENSHOTS=1 to keep the screenshots and print where they are. */
+const KEEP_SCREENSHOTS = Deno.env.get("CHORUS_KEEP_SCREENSHOTS") === "1";
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+const haveChromium = await isFile(CHROMIUM);
+
+/**
+ * Load playwright-core. While loading, it probes for WSL with
+ * `fs.existsSync("/proc/sys/fs/binfmt_misc/WSLInterop")`; Deno guards `/proc/sys` behind
+ * `--allow-all`, and its `existsSync` throws `NotCapable` there where Node's never throws. So
+ * for the duration of the import, `existsSync` answers false when permission is missing, as
+ * Node would for a path it cannot see; the test keeps the task's explicit permissions.
+ */
+async function loadPlaywright(): Promise<typeof import("playwright-core")> {
+  const existsSync = fs.existsSync;
+  fs.existsSync = (path) => {
+    try {
+      return existsSync(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotCapable) return false;
+      throw err;
+    }
+  };
+  try {
+    return await import("playwright-core");
+  } finally {
+    fs.existsSync = existsSync;
+  }
+}
+
+/** One chat page with the script errors and console errors it produced. */
+interface ChatPage {
+  context: BrowserContext;
+  page: Page;
+  errors: string[];
+}
+
+/** A fresh browser context (own storage) whose page is named `name` via localStorage. */
+async function openChatPage(browser: Browser, name: string): Promise<ChatPage> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 640 } });
+  context.setDefaultTimeout(EVENT_TIMEOUT_MS);
+  await context.addInitScript((n) => localStorage.setItem("chorus.name", n), name);
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") errors.push(`console.error: ${msg.text()}`);
+  });
+  return { context, page, errors };
+}
+
+/** Wait until the page's socket has been welcomed (the status shows "connected"). */
+async function waitConnected(page: Page): Promise<void> {
+  await page.locator('#status[data-state="open"]').waitFor();
+}
+
+/**
+ * Wait until `read(arg)`, evaluated in the page, deep-equals `want` (compared as JSON); on a
+ * timeout, fail with what the page showed instead. `read` must be self-contained: it is sent
+ * to the page as source text and compiled once, while Playwright's own evaluation is exempt
+ * from the page's CSP; the polling then only calls it (no `eval`, which the CSP forbids).
+ */
+async function waitForValue<T>(
+  page: Page,
+  label: string,
+  read: (arg: string) => T,
+  arg: string,
+  want: T,
+): Promise<void> {
+  const fn: JSHandle<(arg: string) => T> = await page.evaluateHandle(`(${read})`);
+  try {
+    await page.waitForFunction(
+      ({ fn, arg, want }) => JSON.stringify(fn(arg)) === want,
+      { fn, arg, want: JSON.stringify(want) },
+    );
+  } catch (err) {
+    const got = await fn.evaluate((f, a) => f(a), arg).catch((e) => `<unreadable: ${e}>`);
+    throw new Error(
+      `${label}: wanted ${JSON.stringify(want)}, page shows ${JSON.stringify(got)}`,
+      { cause: err },
+    );
+  } finally {
+    await fn.dispose().catch(() => {});
+  }
+}
+
+/** Member names in list order (yourself first, then by name). */
+const memberNames = () => [...document.querySelectorAll("#members li")].map((li) => li.textContent);
+
+/** Every rendered chat message, in order. */
+const messageList = () =>
+  [...document.querySelectorAll<HTMLElement>("#messages .message")].map((m) => ({
+    id: m.dataset.id,
+    from: m.querySelector(".from")?.textContent,
+    text: m.querySelector(".text")?.textContent,
+    own: m.classList.contains("own"),
+  }));
+
+/** The rendered messages whose text is exactly `text` (textContent, not innerHTML). */
+const messagesWithText = (text: string) =>
+  [...document.querySelectorAll<HTMLElement>("#messages .message")]
+    .filter((m) => m.querySelector(".text")?.textContent === text)
+    .map((m) => ({
+      from: m.querySelector(".from")?.textContent,
+      own: m.classList.contains("own"),
+      textIsPlain: m.querySelector(".text")?.childElementCount === 0,
+    }));
+
+/** Wait until exactly one message with `text` is shown, from `from`, own or not. */
+async function expectMessage(page: Page, text: string, from: string, own: boolean): Promise<void> {
+  await waitForValue(page, `message ${JSON.stringify(text)}`, messagesWithText, text, [
+    { from, own, textIsPlain: true },
+  ]);
+}
+
+/** Type `text` into the message box and press Enter. */
+async function say(page: Page, text: string): Promise<void> {
+  await page.locator("#input").fill(text);
+  await page.locator("#input").press("Enter");
+}
+
+Deno.test({
+  name: haveChromium
+    ? "the chat page: two browsers and a raw client chat in one room, history, XSS, keyboard"
+    : `the chat page in a browser (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
+  ignore: !haveChromium,
+  async fn(t) {
+    const server: TestServer = startServer();
+    let browser: Browser | undefined;
+    let raw: Client | undefined;
+    const shots = await Deno.makeTempDir({ prefix: "chorus-page-" });
+    // Stop at the first failed step: later steps build on the earlier ones' state.
+    const step = async (name: string, fn: () => Promise<void>) => {
+      if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
+    };
+    try {
+      const { chromium } = await loadPlaywright();
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      const ada = await openChatPage(browser, "Ada");
+      const lin = await openChatPage(browser, "Lin");
+      const a = ada.page;
+      const b = lin.page;
+
+      await step("two pages join /lobby under their names and see each other", async () => {
+        await a.goto(`${server.origin}/lobby`);
+        await waitConnected(a);
+        await b.goto(`${server.origin}/lobby`);
+        await waitConnected(b);
+        await waitForValue(a, "Ada's member list", memberNames, "", ["Ada", "Lin"]);
+        await waitForValue(b, "Lin's member list", memberNames, "", ["Lin", "Ada"]);
+        for (const [page, name] of [[a, "Ada"], [b, "Lin"]] as const) {
+          assert.equal(await page.locator("#room-name").textContent(), "/lobby");
+          assert.equal(await page.locator("#member-count").textContent(), "2");
+          assert.equal(await page.locator("#members li.own").textContent(), name);
+          assert.equal(await page.locator("#name").inputValue(), name);
+          assert.equal(await page.title(), "/lobby · chorus");
+        }
+      });
+
+      await step("messages go both ways; your own are marked own", async () => {
+        await say(a, "hello from Ada");
+        await expectMessage(a, "hello from Ada", "Ada", true);
+        await expectMessage(b, "hello from Ada", "Ada", false);
+        assert.equal(await a.locator("#input").inputValue(), "", "the input is cleared");
+        await say(b, "hi Ada, Lin here");
+        await expectMessage(b, "hi Ada, Lin here", "Lin", true);
+        await expectMessage(a, "hi Ada, Lin here", "Lin", false);
+      });
+
+      await step("a raw ws client shares the room with the pages", async () => {
+        raw = await rawClient(server.ws("/lobby?name=Rawley"));
+        await waitForValue(a, "member list with Rawley", memberNames, "", [
+          "Ada",
+          "Lin",
+          "Rawley",
+        ]);
+        await waitForValue(b, "member list with Rawley", memberNames, "", [
+          "Lin",
+          "Ada",
+          "Rawley",
+        ]);
+        raw.send("plain text from a raw socket");
+        assert.equal(await raw.text(), "plain text from a raw socket", "raw mode echoes");
+        await expectMessage(a, "plain text from a raw socket", "Rawley", false);
+        await expectMessage(b, "plain text from a raw socket", "Rawley", false);
+        await say(a, "Ada to the raw client");
+        assert.equal(await raw.text(), "Ada to the raw client", "a page message arrives as text");
+        await expectMessage(b, "Ada to the raw client", "Ada", false);
+        await raw.close();
+        raw = undefined;
+        await waitForValue(a, "member list after Rawley left", memberNames, "", [
+          "Ada",
+          "Lin",
+        ]);
+      });
+
+      await step("a reload shows the history exactly once", async () => {
+        const before = await a.evaluate(messageList);
+        assert.equal(before.length, 4, JSON.stringify(before));
+        await a.reload();
+        await waitConnected(a);
+        // A message sent after the reload is delivered after the welcome on the same socket, so
+        // once it shows, everything the welcome carried has been rendered too.
+        await say(b, "after the reload");
+        await expectMessage(a, "after the reload", "Lin", false);
+        const after = await a.evaluate(messageList);
+        // Same ids, senders and texts in the same order, and Ada's own messages still marked
+        // own although the reloaded page has a new member id.
+        assert.deepEqual(after.slice(0, before.length), before);
+        assert.deepEqual(before.filter((m) => m.own).map((m) => m.text), [
+          "hello from Ada",
+          "Ada to the raw client",
+        ]);
+        assert.equal(after.length, before.length + 1, JSON.stringify(after));
+        for (const { id } of after) {
+          const count = await a.locator(`#messages [data-id="${id}"]`).count();
+          assert.equal(count, 1, `message ${id} is shown ${count} times`);
+        }
+        await waitForValue(a, "member list after the reload", memberNames, "", [
+          "Ada",
+          "Lin",
+        ]);
+        // The page that stayed saw nothing twice either.
+        const ids = (await b.evaluate(messageList)).map((m) => m.id);
+        assert.deepEqual(ids, after.map((m) => m.id));
+      });
+
+      await step("markup in a message is shown as text, never run", async () => {
+        await say(a, XSS);
+        await expectMessage(a, XSS, "Ada", true);
+        await expectMessage(b, XSS, "Ada", false);
+        for (const page of [a, b]) {
+          const text = await page.locator("#messages .message .text").last().textContent();
+          assert.equal(text, XSS);
+          assert.equal(await page.locator("#messages img").count(), 0);
+          assert.equal(await page.evaluate(() => typeof Reflect.get(window, "__xss")), "undefined");
+        }
+        // The same for a member name, which the member list and message headers show.
+        const evil = "<img src=x onerror=__xss=2>"; // names are at most 32 characters
+        raw = await rawClient(server.ws(`/lobby?name=${encodeURIComponent(evil)}`));
+        raw.send("named with markup");
+        await expectMessage(b, "named with markup", evil, false);
+        // Yourself first, then by name: "<" sorts before letters.
+        await waitForValue(b, "member list with the markup name", memberNames, "", [
+          "Lin",
+          evil,
+          "Ada",
+        ]);
+        await raw.close();
+        raw = undefined;
+        for (const page of [a, b]) {
+          assert.equal(await page.locator("img").count(), 0);
+          assert.equal(await page.evaluate(() => typeof Reflect.get(window, "__xss")), "undefined");
+        }
+      });
+
+      await step("keyboard only: Tab from the body reaches the input, Enter sends", async () => {
+        // A fresh load, so focus and the sequential-navigation start are at the top (a blur()
+        // alone would leave navigation starting after the last focused element).
+        await b.reload();
+        await waitConnected(b);
+        assert.equal(await b.evaluate(() => document.activeElement === document.body), true);
+        const path: string[] = [];
+        for (let i = 0; i < 20; i++) {
+          await b.keyboard.press("Tab");
+          const focused = await b.evaluate(() => {
+            const el = document.activeElement;
+            return el ? `${el.tagName.toLowerCase()}#${el.id}` : "none";
+          });
+          path.push(focused);
+          if (focused === "input#input") break;
+        }
+        assert.equal(path.at(-1), "input#input", `Tab visited ${path.join(" → ")}`);
+        assert.ok(!path.includes("body#"), `Tab wrapped around: ${path.join(" → ")}`);
+        await b.keyboard.type("typed without a mouse");
+        await b.keyboard.press("Enter");
+        await expectMessage(b, "typed without a mouse", "Lin", true);
+        await expectMessage(a, "typed without a mouse", "Lin", false);
+        assert.equal(await b.locator("#input").inputValue(), "");
+        assert.equal(await b.evaluate(() => document.activeElement?.id), "input");
+      });
+
+      await step("screenshots are written", async () => {
+        for (const [page, file] of [[a, "ada.png"], [b, "lin.png"]] as const) {
+          const path = `${shots}/${file}`;
+          await page.screenshot({ path });
+          const { size } = await Deno.stat(path);
+          assert.ok(size > 0, `${path} is empty`);
+        }
+        if (KEEP_SCREENSHOTS) console.log(`screenshots kept in ${shots}`);
+      });
+
+      await step("no script errors or CSP violations", () => {
+        assert.deepEqual([...ada.errors, ...lin.errors], []);
+        return Promise.resolve();
+      });
+    } finally {
+      try {
+        await raw?.close();
+        await browser?.close();
+      } finally {
+        await server.close();
+        if (!KEEP_SCREENSHOTS) await Deno.remove(shots, { recursive: true });
+      }
+    }
+  },
+});
