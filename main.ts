@@ -101,7 +101,18 @@ function readTls(config: Config): Tls | undefined {
       Deno.exit(2);
     }
   };
-  return { cert: read(config.cert, "--cert"), key: read(config.key, "--key") };
+  const tls = { cert: read(config.cert, "--cert"), key: read(config.key, "--key") };
+  // Build a TLS listener once on a throwaway port, so a bad or mismatched pair is a
+  // configuration error (exit 2) rather than a failure to listen.
+  try {
+    Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tls }).close();
+  } catch (err) {
+    // Deno reports unreadable PEM data as InvalidData and a key of another pair as a plain Error.
+    if (!(err instanceof Deno.errors.InvalidData || err?.constructor === Error)) throw err;
+    console.error(`chorus: --cert/--key: ${err.message.split("\n")[0]}`);
+    Deno.exit(2);
+  }
+  return tls;
 }
 
 if (import.meta.main) {

@@ -44,6 +44,7 @@ export function createApp(config: Config, { log, now, shared }: AppOptions): App
   const hub = new Hub({
     history: config.history,
     historyTtlMs: config.historyTtl * 1000,
+    historyMaxBytes: config.historyMaxBytes,
     maxBufferedBytes: config.maxBufferedBytes,
     limiter: new ConnectionLimiter(
       config.maxConnections,

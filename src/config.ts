@@ -18,6 +18,8 @@ export interface Config {
   history: number;
   /** Seconds an empty room's history survives, so a reload does not lose the conversation. */
   historyTtl: number;
+  /** Memory all rooms' histories may use together; the least recently used rooms lose theirs first. */
+  historyMaxBytes: number;
   /** Largest message relayed, in bytes; a larger one closes its sender with 1009. */
   maxMessageBytes: number;
   /** A socket whose unsent queue passes this many bytes is closed as a slow consumer. */
@@ -32,7 +34,7 @@ export interface Config {
   maxConnectionsPerIp: number;
   /** Browser origins allowed to upgrade besides the same host: a list, or "*" for any. */
   allowedOrigins: string[] | "*";
-  /** Seconds without a pong before a peer is dropped; also the ping interval. 0 disables. */
+  /** Seconds of silence after which Deno pings (at half) and drops a peer that does not answer. 0 disables. */
   idleTimeout: number;
   /** PEM certificate file; with `key`, serve HTTPS and WSS. */
   cert: string | undefined;
@@ -52,6 +54,7 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   hostname: "0.0.0.0",
   history: 50,
   historyTtl: 600,
+  historyMaxBytes: 64 * 1024 * 1024,
   maxMessageBytes: 65_536,
   maxBufferedBytes: 1_048_576,
   rateLimit: 50,
@@ -165,6 +168,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     description: "how long an empty room keeps its history",
     parse: integer(0, 7 * 24 * 3600),
+  }),
+  option({
+    key: "historyMaxBytes",
+    flag: "history-max-bytes",
+    valueName: "BYTES",
+    description: "memory all rooms' histories may use together; cold rooms are trimmed first",
+    parse: integer(0, 1024 * 1024 * 1024 * 16),
   }),
   option({
     key: "maxMessageBytes",

@@ -7,12 +7,13 @@
  * @module
  */
 import type { Bus, BusMessage, RemoteMember } from "./bus.ts";
-import { type Admission, ConnectionLimiter } from "./limiter.ts";
+import { type Admission as LimitAdmission, ConnectionLimiter } from "./limiter.ts";
 import { C, type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
 import type { MemberInfo, MessageEvent, Mode, ProtocolError, ServerEvent } from "./protocol.ts";
 import type { TokenBucket } from "./ratelimit.ts";
 
-export type { Admission };
+/** Whether a connection may be admitted, or why not. */
+export type Admission = LimitAdmission | "shutting_down";
 
 /** Options that shape a hub; all come from {@link Config} in production. */
 export interface HubOptions {
@@ -20,6 +21,8 @@ export interface HubOptions {
   history: number;
   /** Milliseconds an empty room's history is kept. */
   historyTtlMs: number;
+  /** Memory all rooms' histories may use together, in bytes (approximate). */
+  historyMaxBytes?: number;
   /** A socket whose unsent queue passes this many bytes is closed as a slow consumer. */
   maxBufferedBytes?: number;
   /** Connection limits; unlimited when omitted. */
@@ -60,6 +63,8 @@ interface Room {
 
 interface History {
   messages: MessageEvent[];
+  /** Approximate memory of `messages`, counted against `historyMaxBytes`. */
+  bytes: number;
   /** When the room became empty, or null while it has members. */
   emptySince: number | null;
 }
@@ -69,6 +74,17 @@ interface Remote extends RemoteMember {
 }
 
 const OPEN = 1;
+
+/** What a kept message costs: its text plus a rough allowance for the event object. */
+function historySize(event: MessageEvent): number {
+  return 2 * (event.text.length + event.from.name.length) + 160;
+}
+
+/** A queue this many times `maxBufferedBytes` closes the socket at once, without a grace turn. */
+const SLOW_CONSUMER_HARD_FACTOR = 4;
+
+/** How long a dropped socket's peer may take to finish closing before its slot is freed. */
+const CLOSING_GRACE_MS = 30_000;
 
 /**
  * How far back (ms) a recovery on a worker reaches for messages from other workers, which
@@ -81,8 +97,15 @@ export class Hub {
   readonly #rooms = new Map<string, Room>();
   readonly #members = new Map<WebSocket, Member>();
   readonly #remote = new Map<string, Map<string, Remote>>();
+  /** Kept in least-recently-used order, so the global budget evicts cold rooms first. */
   readonly #histories = new Map<string, History>();
+  #historyBytes = 0;
   readonly #dirty = new Set<Member>();
+  /** Sockets over `maxBufferedBytes` right after a write, re-checked once Deno has written. */
+  readonly #suspects = new Set<WebSocket>();
+  #suspectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Sockets the server closed whose peers have not finished closing: they keep their slot. */
+  readonly #closing = new Map<WebSocket, { ip: string; timer: ReturnType<typeof setTimeout> }>();
   readonly #options: Required<Omit<HubOptions, "bus">>;
   readonly #bus: Bus | undefined;
   /** Counters of this hub, for `/metrics`. */
@@ -90,12 +113,15 @@ export class Hub {
   /** This hub's id on the bus; also the prefix of every id it hands out. */
   readonly node = crypto.randomUUID().slice(0, 6);
   #seq = 0;
+  /** Set by {@link closeAll}: no new connections from then on. */
+  #shuttingDown = false;
   #flushScheduled = false;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions) {
     this.#options = {
       maxBufferedBytes: Infinity,
+      historyMaxBytes: Infinity,
       limiter: new ConnectionLimiter(Infinity, Infinity),
       metrics: new Metrics(),
       onDrop: () => {},
@@ -137,6 +163,7 @@ export class Hub {
 
   /** Whether one more connection from `ip` fits under the connection limits; reserves it. */
   admit(ip: string): Admission {
+    if (this.#shuttingDown) return "shutting_down";
     return this.#options.limiter.acquire(ip);
   }
 
@@ -147,6 +174,11 @@ export class Hub {
   register(member: Member): void {
     this.#members.set(member.socket, member);
     this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]++;
+  }
+
+  /** The member of a socket, while it is in the hub. */
+  memberOf(socket: WebSocket): Member | undefined {
+    return this.#members.get(socket);
   }
 
   /** A fresh unique id, for members and messages alike. */
@@ -209,9 +241,17 @@ export class Hub {
    */
   leave(socket: WebSocket, reason: DisconnectReason): Member | undefined {
     const member = this.#members.get(socket);
-    if (!member) return undefined;
+    if (!member) {
+      this.#released(socket);
+      return undefined;
+    }
     this.#members.delete(socket);
-    this.#options.limiter.release(member.ip);
+    this.#suspects.delete(socket);
+    if (reason === "client" || reason === "idle" || reason === "shutdown") {
+      this.#options.limiter.release(member.ip);
+    } else {
+      this.#holdSlot(socket, member.ip);
+    }
     this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]--;
     this.metrics.disconnect(reason);
     this.#dirty.delete(member);
@@ -298,6 +338,7 @@ export class Hub {
    * server closed itself), so a shutdown neither hangs nor cuts close frames short.
    */
   closeAll(code: number, reason: string, timeoutMs = 2000): Promise<void> {
+    this.#shuttingDown = true;
     this.flush();
     const closed: Promise<void>[] = [];
     for (const socket of [...this.#members.keys()]) {
@@ -316,6 +357,8 @@ export class Hub {
   /** Stop background timers and leave the bus; the hub must not be used afterwards. */
   dispose(): void {
     clearInterval(this.#sweepTimer);
+    clearTimeout(this.#suspectTimer);
+    for (const socket of [...this.#closing.keys()]) this.#released(socket);
     this.#bus?.publish({ t: "bye", node: this.node });
     this.#bus?.close();
   }
@@ -324,7 +367,10 @@ export class Hub {
   sweepHistory(): void {
     const cutoff = this.#options.now() - this.#options.historyTtlMs;
     for (const [room, h] of this.#histories) {
-      if (h.emptySince !== null && h.emptySince <= cutoff) this.#histories.delete(room);
+      if (h.emptySince !== null && h.emptySince <= cutoff) {
+        this.#histories.delete(room);
+        this.#historyBytes -= h.bytes;
+      }
     }
   }
 
@@ -466,12 +512,28 @@ export class Hub {
     const limit = this.#options.history;
     if (limit === 0) return;
     let h = this.#histories.get(room);
-    if (!h) {
-      h = { messages: [], emptySince: null };
-      this.#histories.set(room, h);
-    }
+    if (h) this.#histories.delete(room); // re-inserted below: the Map stays in LRU order
+    else h = { messages: [], bytes: 0, emptySince: null };
+    this.#histories.set(room, h);
     h.messages.push(event);
-    if (h.messages.length > limit) h.messages.splice(0, h.messages.length - limit);
+    const size = historySize(event);
+    h.bytes += size;
+    this.#historyBytes += size;
+    if (h.messages.length > limit) this.#evictOldest(room, h);
+    // Over the global budget: forget the least recently used rooms' oldest messages first.
+    for (const [name, lru] of this.#histories) {
+      if (this.#historyBytes <= this.#options.historyMaxBytes) break;
+      while (lru.messages.length > 0 && this.#historyBytes > this.#options.historyMaxBytes) {
+        this.#evictOldest(name, lru);
+      }
+    }
+  }
+
+  #evictOldest(room: string, h: History): void {
+    const size = historySize(h.messages.shift()!);
+    h.bytes -= size;
+    this.#historyBytes -= size;
+    if (h.messages.length === 0) this.#histories.delete(room);
   }
 
   #recover(
@@ -540,9 +602,49 @@ export class Hub {
       return false;
     }
     this.metrics.row[C.bytesOut] += bytes;
-    if (socket.bufferedAmount > this.#options.maxBufferedBytes) {
-      this.drop(socket, 1008, "slow consumer", "slow_consumer");
+    const buffered = socket.bufferedAmount;
+    const limit = this.#options.maxBufferedBytes;
+    if (buffered > limit) {
+      // One event-loop turn can queue more than the limit before Deno writes anything, even
+      // for a fast reader: judge at the next turn, unless the queue is already far too long.
+      if (buffered > SLOW_CONSUMER_HARD_FACTOR * limit) this.#dropSlow(socket);
+      else this.#suspect(socket);
     }
     return true;
+  }
+
+  #suspect(socket: WebSocket): void {
+    this.#suspects.add(socket);
+    this.#suspectTimer ??= setTimeout(() => {
+      this.#suspectTimer = undefined;
+      for (const s of this.#suspects) {
+        if (s.bufferedAmount > this.#options.maxBufferedBytes) this.#dropSlow(s);
+      }
+      this.#suspects.clear();
+    }, 0);
+  }
+
+  #dropSlow(socket: WebSocket): void {
+    this.drop(socket, 1008, "slow consumer", "slow_consumer");
+  }
+
+  /**
+   * Keep a dropped socket's connection slot until its peer finishes the close (Deno keeps the
+   * TCP connection until then), so peers that ignore close frames cannot pile up past the
+   * limits; release it anyway after {@link CLOSING_GRACE_MS} in case `close` never fires.
+   */
+  #holdSlot(socket: WebSocket, ip: string): void {
+    const timer = setTimeout(() => this.#released(socket), CLOSING_GRACE_MS);
+    Deno.unrefTimer(timer);
+    this.#closing.set(socket, { ip, timer });
+  }
+
+  /** The peer of a dropped socket finished closing (or the grace ran out): free its slot. */
+  #released(socket: WebSocket): void {
+    const held = this.#closing.get(socket);
+    if (!held) return;
+    clearTimeout(held.timer);
+    this.#closing.delete(socket);
+    this.#options.limiter.release(held.ip);
   }
 }

@@ -27,6 +27,7 @@ export const REFUSE_REASONS = [
   "bad_name",
   "max_connections",
   "max_connections_per_ip",
+  "shutting_down",
 ] as const;
 
 /** One of {@link REFUSE_REASONS}. */

@@ -257,7 +257,7 @@ export async function startMain(
     if (done) break;
     stdout += value;
   }
-  const match = stdout.match(/^chorus listening on (http:\/\/[^\s]+:(\d+)\/)\n/);
+  const match = stdout.match(/^chorus listening on (https?:\/\/[^\s]+:(\d+)\/)\n/);
   const stderrText = new Response(child.stderr).text();
   if (!match) {
     child.kill("SIGKILL");

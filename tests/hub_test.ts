@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 // @ts-types="@types/ws"
 import WebSocketNode from "ws";
-import { Inbox, rawClient, startServer, waitFor } from "./helpers.ts";
+import { chatClient, type Event, Inbox, rawClient, startServer, waitFor } from "./helpers.ts";
 
 Deno.test("a raw broadcast reaches every socket in the room, sender included, and no other room", async () => {
   const server = await startServer();
@@ -140,6 +140,34 @@ Deno.test("a Node ws client and a Deno client talk to each other in raw mode", a
     const closed = new Promise((resolve) => node.once("close", resolve));
     node.close();
     await closed;
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("--history-max-bytes trims the least recently used rooms' history first", async () => {
+  // Each 1,000-character message costs about 2 KiB of the budget (see historySize in hub.ts).
+  const server = startServer({ historyMaxBytes: 12_000 });
+  try {
+    const cold = await rawClient(server.ws("/cold"));
+    const hot = await rawClient(server.ws("/hot"));
+    await waitFor(() => server.hub.connections === 2, "2 connections");
+    for (let i = 0; i < 3; i++) {
+      cold.send(`c${i}`.padEnd(1000, "."));
+      await cold.text();
+    }
+    for (let i = 0; i < 3; i++) {
+      hot.send(`h${i}`.padEnd(1000, "."));
+      await hot.text();
+    }
+    const { client: late, welcome } = await chatClient(server.ws("/cold"));
+    const { client: hotLate, welcome: hotWelcome } = await chatClient(server.ws("/hot"));
+    const texts = (w: Event) => w.history.map((m: Event) => m.text.slice(0, 2));
+    assert.deepEqual(texts(hotWelcome), ["h0", "h1", "h2"], "the recently used room keeps all");
+    assert.ok(texts(welcome).length < 3, "the cold room lost its oldest first");
+    assert.deepEqual(texts(welcome), ["c0", "c1", "c2"].slice(3 - texts(welcome).length));
+    await late.close();
+    await hotLate.close();
   } finally {
     await server.close();
   }

@@ -160,3 +160,25 @@ Deno.test("malformed upgrade requests are refused with 4xx before any socket exi
   assert.equal(hub.connections, 0);
   assert.ok(lines.some((l) => JSON.parse(l).msg === "upgrade refused"), "refusals are logged");
 });
+
+Deno.test("upgrades that arrive during shutdown are refused with 503 shutting_down", async () => {
+  const server = startServer();
+  try {
+    const a = await rawClient(server.ws("/r"));
+    const closing = server.hub.closeAll(1001, "server shutting down");
+    const res = await fetch(`${server.origin}/r`, {
+      headers: {
+        upgrade: "websocket",
+        connection: "Upgrade",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+      },
+    });
+    assert.equal(res.status, 503);
+    assert.equal((await res.json()).error.code, "shutting_down");
+    assert.deepEqual(await a.closed, { code: 1001, reason: "server shutting down" });
+    await closing;
+  } finally {
+    await server.close();
+  }
+});
