@@ -261,6 +261,43 @@ export class Hub {
     return event;
   }
 
+  /**
+   * Broadcast a message from outside the room (the HTTP publish API) as `from`: text like
+   * {@link say} (raw and chat sockets, history), bytes to raw sockets only, on every hub of
+   * the bus. Returns how many sockets of this hub it was sent to.
+   */
+  publish(room: string, data: string | ArrayBuffer, from: MemberInfo): number {
+    const r = this.#rooms.get(room);
+    if (typeof data !== "string") {
+      const delivered = r?.raw.size ?? 0;
+      if (r) this.#toRaw(r, data);
+      this.#bus?.publish({ t: "binary", node: this.node, room, data: new Uint8Array(data) });
+      return delivered;
+    }
+    const delivered = r ? r.raw.size + r.chat.size : 0;
+    const event: MessageEvent = {
+      type: "message",
+      id: this.nextId(),
+      from,
+      text: data,
+      ts: this.#options.now(),
+    };
+    this.#deliverMessage(room, event);
+    this.#bus?.publish({ t: "message", node: this.node, room, event });
+    return delivered;
+  }
+
+  /** Every room with members on any hub of the bus, with those members, this hub's first. */
+  directory(): Map<string, RemoteMember[]> {
+    const rooms = new Map(this.#snapshot());
+    for (const [room, members] of this.#remote) {
+      const list = rooms.get(room) ?? [];
+      for (const m of members.values()) list.push({ id: m.id, name: m.name, mode: m.mode });
+      rooms.set(room, list);
+    }
+    return rooms;
+  }
+
   /** Change a member's display name and tell everyone in the room, the renamer included. */
   rename(member: Member, name: string): void {
     const oldName = member.name;
@@ -469,6 +506,7 @@ export class Hub {
     if (!h) {
       h = { messages: [], emptySince: null };
       this.#histories.set(room, h);
+      this.#markIfEmpty(room); // a message published to an empty room must expire too
     }
     h.messages.push(event);
     if (h.messages.length > limit) h.messages.splice(0, h.messages.length - limit);
