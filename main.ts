@@ -4,7 +4,8 @@
  * @module
  */
 import meta from "./deno.json" with { type: "json" };
-import { type Config, ConfigError, parseConfig, usage } from "./src/config.ts";
+import { KeyError, loadPublicKey, mintToken } from "./src/auth.ts";
+import { type Config, ConfigError, parseConfig, tokenUsage, usage } from "./src/config.ts";
 import { createApp } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
@@ -29,8 +30,13 @@ interface Running {
   stop(code: number, reason: string): Promise<void>;
 }
 
-function startSingle(config: Config, tls: Tls | undefined, log: Logger): Running {
-  const { hub, handler } = createApp(config, { log });
+function startSingle(
+  config: Config,
+  tls: Tls | undefined,
+  jwtPublicKeyPem: string | undefined,
+  log: Logger,
+): Running {
+  const { hub, handler } = createApp(config, { log, jwtPublicKeyPem });
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
@@ -51,6 +57,7 @@ function startSingle(config: Config, tls: Tls | undefined, log: Logger): Running
 async function serve(config: Config): Promise<void> {
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   const tls = readTls(config);
+  const jwtPublicKeyPem = await readJwtPublicKey(config);
   // Listen for signals before listening for clients, so no early signal is missed.
   let running: Running | undefined;
   let stopping = false;
@@ -65,7 +72,9 @@ async function serve(config: Config): Promise<void> {
     Deno.addSignalListener(signal, () => void stop(signal));
   }
   try {
-    running = config.workers > 1 ? await startCluster(config, tls) : startSingle(config, tls, log);
+    running = config.workers > 1
+      ? await startCluster(config, tls, jwtPublicKeyPem)
+      : startSingle(config, tls, jwtPublicKeyPem, log);
   } catch (err) {
     if (!isListenError(err)) throw err;
     console.error(
@@ -86,22 +95,24 @@ function isListenError(err: unknown): err is Error {
 /** PEM certificate and key, as `Deno.serve` takes them. */
 type Tls = { cert: string; key: string };
 
+/** Read a PEM file named by `flag`; an unreadable file is a configuration error (exit 2). */
+function readPem(path: string, flag: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (err) {
+    if (!(err instanceof Error && "code" in err) && !(err instanceof Deno.errors.NotCapable)) {
+      throw err;
+    }
+    const hint = err instanceof Deno.errors.NotCapable ? ` (grant --allow-read=${path})` : "";
+    console.error(`chorus: ${flag}: cannot read ${path}: ${err.message.split("\n")[0]}${hint}`);
+    Deno.exit(2);
+  }
+}
+
 /** Read the PEM files for TLS; unreadable files are a configuration error (exit 2). */
 function readTls(config: Config): Tls | undefined {
   if (config.cert === undefined || config.key === undefined) return undefined;
-  const read = (path: string, flag: string) => {
-    try {
-      return Deno.readTextFileSync(path);
-    } catch (err) {
-      if (!(err instanceof Error && "code" in err) && !(err instanceof Deno.errors.NotCapable)) {
-        throw err;
-      }
-      const hint = err instanceof Deno.errors.NotCapable ? ` (grant --allow-read=${path})` : "";
-      console.error(`chorus: ${flag}: cannot read ${path}: ${err.message.split("\n")[0]}${hint}`);
-      Deno.exit(2);
-    }
-  };
-  const tls = { cert: read(config.cert, "--cert"), key: read(config.key, "--key") };
+  const tls = { cert: readPem(config.cert, "--cert"), key: readPem(config.key, "--key") };
   // Build a TLS listener once on a throwaway port, so a bad or mismatched pair is a
   // configuration error (exit 2) rather than a failure to listen.
   try {
@@ -115,13 +126,33 @@ function readTls(config: Config): Tls | undefined {
   return tls;
 }
 
+/**
+ * Read and check the `--jwt-public-key` PEM before listening, so a wrong file stops the
+ * server at start (exit 2) rather than refusing every connection later.
+ */
+async function readJwtPublicKey(config: Config): Promise<string | undefined> {
+  if (config.jwtPublicKey === undefined) return undefined;
+  const pem = readPem(config.jwtPublicKey, "--jwt-public-key");
+  try {
+    await loadPublicKey(pem);
+  } catch (err) {
+    if (!(err instanceof KeyError)) throw err;
+    console.error(`chorus: --jwt-public-key: ${config.jwtPublicKey}: ${err.message}`);
+    Deno.exit(2);
+  }
+  return pem;
+}
+
 if (import.meta.main) {
   let command;
   try {
     command = parseConfig(Deno.args, readEnv);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    console.error(`chorus: ${err.message}\n\n${usage()}`);
+    // `token` is a tool for scripts: its errors are one line, without the server's usage.
+    console.error(
+      Deno.args[0] === "token" ? `chorus: ${err.message}` : `chorus: ${err.message}\n\n${usage()}`,
+    );
     Deno.exit(2);
   }
   switch (command.kind) {
@@ -133,6 +164,12 @@ if (import.meta.main) {
       break;
     case "serve":
       await serve(command.config);
+      break;
+    case "token":
+      console.log(await mintToken(command.mint));
+      break;
+    case "token-help":
+      console.log(tokenUsage());
       break;
   }
 }

@@ -4,6 +4,8 @@
  * production runs.
  * @module
  */
+import { createApi } from "./api.ts";
+import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
 import type { Config } from "./config.ts";
 import { Hub } from "./hub.ts";
@@ -37,10 +39,15 @@ export interface AppOptions {
   now?: () => number;
   /** Set in a worker of `--workers`. */
   shared?: Shared;
+  /** The PEM text of the `--jwt-public-key` file, which `main.ts` reads and checks. */
+  jwtPublicKeyPem?: string;
 }
 
 /** Build the hub and handler of one server from its config. */
-export function createApp(config: Config, { log, now, shared }: AppOptions): App {
+export function createApp(
+  config: Config,
+  { log, now, shared, jwtPublicKeyPem }: AppOptions,
+): App {
   const hub = new Hub({
     history: config.history,
     historyTtlMs: config.historyTtl * 1000,
@@ -62,5 +69,30 @@ export function createApp(config: Config, { log, now, shared }: AppOptions): App
       }),
     now,
   });
-  return { hub, handler: createHandler({ config, hub, log }) };
+  const api = config.apiKey === undefined ? undefined : createApi({
+    apiKey: config.apiKey,
+    maxMessageBytes: config.maxMessageBytes,
+    hub,
+    log,
+  });
+  const verify = createConnectionVerifier(config, jwtPublicKeyPem);
+  return { hub, handler: createHandler({ config, hub, log, verify, api }) };
+}
+
+/** The token check `--jwt-secret` or `--jwt-public-key` asks for; none when neither is set. */
+function createConnectionVerifier(
+  config: Config,
+  jwtPublicKeyPem: string | undefined,
+): Verifier | undefined {
+  const { jwtSecret, jwtPublicKey } = config;
+  if (jwtSecret === undefined && jwtPublicKey === undefined) return undefined;
+  if (jwtPublicKey !== undefined && jwtPublicKeyPem === undefined) {
+    throw new Error(`--jwt-public-key ${jwtPublicKey} was not read before building the app`);
+  }
+  return createVerifier({
+    key: jwtSecret !== undefined ? { secret: jwtSecret } : { publicKeyPem: jwtPublicKeyPem! },
+    audience: config.jwtAudience,
+    issuer: config.jwtIssuer,
+    clockSkew: config.jwtClockSkew,
+  });
 }

@@ -34,11 +34,13 @@ function next(worker: Worker): Promise<FromWorker> {
 
 /**
  * Start `config.workers` workers one after the other (the first picks the port when it is
- * 0); rejects with the first worker's error if one cannot listen.
+ * 0); rejects with the first worker's error if one cannot listen. `jwtPublicKeyPem` is the
+ * already checked `--jwt-public-key` file, handed to every worker.
  */
 export async function startCluster(
   config: Config,
   tls: { cert: string; key: string } | undefined,
+  jwtPublicKeyPem?: string,
 ): Promise<Cluster> {
   const metrics = metricsTable(config.workers);
   const limiter = limiterTable();
@@ -63,6 +65,7 @@ export async function startCluster(
         limiter,
         busName,
         tls,
+        jwtPublicKeyPem,
       };
       worker.postMessage(start);
       const m = await reply;

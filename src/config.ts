@@ -6,7 +6,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { type MintOptions, parseRoomPattern } from "./auth.ts";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
+import { checkName } from "./protocol.ts";
 
 /** Everything the server needs to know at start; built once by {@link parseConfig}. */
 export interface Config {
@@ -46,6 +48,18 @@ export interface Config {
   logFormat: LogFormat;
   /** Worker threads sharing the port and forming one hub; 1 runs everything on the main thread. */
   workers: number;
+  /** Bearer key of the HTTP API under `/api`; without one every `/api` path answers 404. */
+  apiKey: string | undefined;
+  /** HS256 secret; with it (or `jwtPublicKey`) every upgrade must carry a valid JWT. */
+  jwtSecret: string | undefined;
+  /** PEM file of the RS256 or ES256 public key that verifies connection tokens. */
+  jwtPublicKey: string | undefined;
+  /** Required `aud` claim of connection tokens, when set. */
+  jwtAudience: string | undefined;
+  /** Required `iss` claim of connection tokens, when set. */
+  jwtIssuer: string | undefined;
+  /** Seconds of clock difference tolerated on `exp` and `nbf`, since clocks are never in step. */
+  jwtClockSkew: number;
 }
 
 /** The defaults table: every limit has a name and a value here, and the docs copy it. */
@@ -68,6 +82,12 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   workers: 1,
+  apiKey: undefined,
+  jwtSecret: undefined,
+  jwtPublicKey: undefined,
+  jwtAudience: undefined,
+  jwtIssuer: undefined,
+  jwtClockSkew: 30,
 });
 
 /** Thrown for bad flags or environment values; `main.ts` prints its message and exits 2. */
@@ -133,6 +153,20 @@ const workers: Parser<number> = (raw, label) =>
   raw.trim() === "auto" ? navigator.hardwareConcurrency : integer(1, 256)(raw, label);
 
 const optionalText: Parser<string | undefined> = (raw, label) => text(raw, label);
+
+/** A secret that guessing must not find: at least `min` characters, kept as given. */
+function secret(min: number): Parser<string | undefined> {
+  return (raw, label) => {
+    if (raw.length < min) throw new ConfigError(`${label}: must be at least ${min} characters`);
+    return raw;
+  };
+}
+
+/** Smallest `--api-key`, so the key cannot be guessed by trying. */
+export const MIN_API_KEY_LENGTH = 16;
+
+/** Smallest `--jwt-secret`: HS256 wants a key at least as long as its 256-bit hash. */
+export const MIN_JWT_SECRET_LENGTH = 32;
 
 function option<K extends keyof Config>(spec: OptionSpec<K>): OptionSpec<K> {
   return spec;
@@ -267,6 +301,50 @@ export const OPTIONS: readonly OptionSpec[] = [
     description: "worker threads sharing the port as one hub (auto: one per CPU core)",
     parse: workers,
   }),
+  option({
+    key: "apiKey",
+    flag: "api-key",
+    valueName: "KEY",
+    description:
+      `bearer key of the HTTP API under /api (at least ${MIN_API_KEY_LENGTH} characters)`,
+    parse: secret(MIN_API_KEY_LENGTH),
+  }),
+  option({
+    key: "jwtSecret",
+    flag: "jwt-secret",
+    valueName: "SECRET",
+    description:
+      `HS256 secret (at least ${MIN_JWT_SECRET_LENGTH} characters); connections then need a JWT`,
+    parse: secret(MIN_JWT_SECRET_LENGTH),
+  }),
+  option({
+    key: "jwtPublicKey",
+    flag: "jwt-public-key",
+    valueName: "FILE",
+    description: "PEM public key (RS256 or ES256); connections then need a JWT",
+    parse: optionalText,
+  }),
+  option({
+    key: "jwtAudience",
+    flag: "jwt-audience",
+    valueName: "AUD",
+    description: "connection tokens must carry this aud claim",
+    parse: optionalText,
+  }),
+  option({
+    key: "jwtIssuer",
+    flag: "jwt-issuer",
+    valueName: "ISS",
+    description: "connection tokens must carry this iss claim",
+    parse: optionalText,
+  }),
+  option({
+    key: "jwtClockSkew",
+    flag: "jwt-clock-skew",
+    valueName: "SECONDS",
+    description: "clock difference tolerated on a token's exp and nbf",
+    parse: integer(0, 3600),
+  }),
 ];
 
 /** The environment variable that mirrors a flag: `--max-connections` → `CHORUS_MAX_CONNECTIONS`. */
@@ -279,11 +357,13 @@ export function envNames(): string[] {
   return OPTIONS.flatMap((o) => o.alsoEnv ? [envName(o.flag), o.alsoEnv] : [envName(o.flag)]);
 }
 
-/** What the command line asked for: run with a config, or print help or the version. */
+/** What the command line asked for: serve, print help or the version, or mint a token. */
 export type Command =
   | { kind: "serve"; config: Config }
   | { kind: "help" }
-  | { kind: "version" };
+  | { kind: "version" }
+  | { kind: "token"; mint: MintOptions }
+  | { kind: "token-help" };
 
 /**
  * Parse flags and environment into a {@link Command}; flags win over the environment.
@@ -293,6 +373,7 @@ export function parseConfig(
   args: string[],
   env: (name: string) => string | undefined = () => undefined,
 ): Command {
+  if (args[0] === "token") return parseTokenCommand(args.slice(1), env);
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "V" },
@@ -325,7 +406,129 @@ export function parseConfig(
   if ((config.cert === undefined) !== (config.key === undefined)) {
     throw new ConfigError("--cert and --key must be given together");
   }
+  if (config.jwtSecret !== undefined && config.jwtPublicKey !== undefined) {
+    throw new ConfigError("--jwt-secret and --jwt-public-key are mutually exclusive");
+  }
+  const jwtOn = config.jwtSecret !== undefined || config.jwtPublicKey !== undefined;
+  if (!jwtOn && (config.jwtAudience !== undefined || config.jwtIssuer !== undefined)) {
+    throw new ConfigError("--jwt-audience and --jwt-issuer need --jwt-secret or --jwt-public-key");
+  }
   return { kind: "serve", config: config as unknown as Config };
+}
+
+/** Longest `--ttl` of `main.ts token`: a year. */
+export const MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600;
+
+/** `main.ts token`'s `--ttl` when none is given. */
+export const DEFAULT_TOKEN_TTL = "1h";
+
+const UNIT_SECONDS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** A duration like `90`, `90s`, `15m`, `1h` or `7d`, in seconds. */
+export function parseDuration(raw: string, label: string): number {
+  const match = raw.trim().match(/^(\d+)([smhd]?)$/);
+  const seconds = match ? Number(match[1]) * UNIT_SECONDS[match[2]] : NaN;
+  if (!match || !(seconds >= 1 && seconds <= MAX_TOKEN_TTL_SECONDS)) {
+    throw new ConfigError(
+      `${label}: expected a duration like 90s, 15m, 1h or 7d, at most 366d, got "${raw}"`,
+    );
+  }
+  return seconds;
+}
+
+/** The options of `main.ts token` that are also server options, read the same way. */
+const TOKEN_SHARED = ["jwtSecret", "jwtAudience", "jwtIssuer"] as const;
+
+/**
+ * Parse `main.ts token --sub ID [--name NAME] [--rooms LIST] [--ttl DURATION]`: an HS256
+ * token signed with `--jwt-secret` or `CHORUS_JWT_SECRET` (audience and issuer likewise).
+ */
+export function parseTokenCommand(
+  args: string[],
+  env: (name: string) => string | undefined = () => undefined,
+): Command {
+  const shared = OPTIONS.filter((o) => (TOKEN_SHARED as readonly string[]).includes(o.key));
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+    sub: { type: "string" },
+    name: { type: "string" },
+    rooms: { type: "string" },
+    ttl: { type: "string" },
+  };
+  for (const o of shared) options[o.flag] = { type: "string" };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args, options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new ConfigError(firstLine(err instanceof Error ? err.message : String(err)));
+  }
+  if (values.help) return { kind: "token-help" };
+  const read: Record<string, string | undefined> = {};
+  for (const o of shared) {
+    const flagValue = values[o.flag];
+    const raw = typeof flagValue === "string" ? flagValue : env(envName(o.flag)) || undefined;
+    const label = typeof flagValue === "string" ? `--${o.flag}` : envName(o.flag);
+    read[o.key] = raw === undefined ? undefined : o.parse(raw, label) as string | undefined;
+  }
+  if (read.jwtSecret === undefined) {
+    throw new ConfigError(`token: --jwt-secret or ${envName("jwt-secret")} is required`);
+  }
+  if (typeof values.sub !== "string" || values.sub.trim() === "") {
+    throw new ConfigError("token: --sub is required");
+  }
+  let name: string | undefined;
+  if (typeof values.name === "string") {
+    const check = checkName(values.name);
+    if (!check.ok) throw new ConfigError(`--name: ${check.message}`);
+    name = check.name;
+  }
+  let rooms: string[] | undefined;
+  if (typeof values.rooms === "string") {
+    rooms = values.rooms.split(",").map((r) => r.trim()).filter((r) => r !== "");
+    for (const r of rooms) {
+      if (parseRoomPattern(r) === null) {
+        throw new ConfigError(
+          `--rooms: "${r}" is not a room path like /lobby or a prefix like /a/*`,
+        );
+      }
+    }
+  }
+  const ttl = typeof values.ttl === "string" ? values.ttl : DEFAULT_TOKEN_TTL;
+  return {
+    kind: "token",
+    mint: {
+      secret: read.jwtSecret,
+      sub: values.sub.trim(),
+      name,
+      rooms,
+      ttlSeconds: parseDuration(ttl, "--ttl"),
+      audience: read.jwtAudience,
+      issuer: read.jwtIssuer,
+    },
+  };
+}
+
+/** The `main.ts token --help` text. */
+export function tokenUsage(): string {
+  return [
+    "Usage: chorus token --sub ID [--name NAME] [--rooms LIST] [--ttl DURATION]",
+    "",
+    "Print an HS256 connection token signed with --jwt-secret (or CHORUS_JWT_SECRET).",
+    "",
+    "Options:",
+    `${"  --sub ID".padEnd(30)} member id (the sub claim); required`,
+    `${"  --name NAME".padEnd(30)} display name the member may not change (the name claim)`,
+    `${
+      "  --rooms LIST".padEnd(30)
+    } comma list of rooms (/lobby) or prefixes (/stocks/*); default all`,
+    `${
+      "  --ttl DURATION".padEnd(30)
+    } lifetime like 90s, 15m, 1h, 7d (default ${DEFAULT_TOKEN_TTL})`,
+    `${"  --jwt-secret SECRET".padEnd(30)} signing secret (env ${envName("jwt-secret")})`,
+    `${"  --jwt-audience AUD".padEnd(30)} aud claim (env ${envName("jwt-audience")})`,
+    `${"  --jwt-issuer ISS".padEnd(30)} iss claim (env ${envName("jwt-issuer")})`,
+    `${"  -h, --help".padEnd(30)} print this help and exit`,
+  ].join("\n");
 }
 
 function firstLine(message: string): string {

@@ -46,6 +46,8 @@ export interface Member {
   readonly socket: WebSocket;
   /** Remote IP address, for the per-IP connection limit. */
   readonly ip: string;
+  /** Set when the member's token fixes its name, so `rename` is refused. */
+  readonly nameLocked: boolean;
   /** Messages this member may still send; see `--rate-limit`. */
   readonly bucket: TokenBucket;
   /** Events waiting to be written to a chat socket as one newline-joined frame. */
@@ -301,6 +303,43 @@ export class Hub {
     return event;
   }
 
+  /**
+   * Broadcast a message from outside the room (the HTTP publish API) as `from`: text like
+   * {@link say} (raw and chat sockets, history), bytes to raw sockets only, on every hub of
+   * the bus. Returns how many sockets of this hub it was sent to.
+   */
+  publish(room: string, data: string | ArrayBuffer, from: MemberInfo): number {
+    const r = this.#rooms.get(room);
+    if (typeof data !== "string") {
+      const delivered = r?.raw.size ?? 0;
+      if (r) this.#toRaw(r, data);
+      this.#bus?.publish({ t: "binary", node: this.node, room, data: new Uint8Array(data) });
+      return delivered;
+    }
+    const delivered = r ? r.raw.size + r.chat.size : 0;
+    const event: MessageEvent = {
+      type: "message",
+      id: this.nextId(),
+      from,
+      text: data,
+      ts: this.#options.now(),
+    };
+    this.#deliverMessage(room, event);
+    this.#bus?.publish({ t: "message", node: this.node, room, event });
+    return delivered;
+  }
+
+  /** Every room with members on any hub of the bus, with those members, this hub's first. */
+  directory(): Map<string, RemoteMember[]> {
+    const rooms = new Map(this.#snapshot());
+    for (const [room, members] of this.#remote) {
+      const list = rooms.get(room) ?? [];
+      for (const m of members.values()) list.push({ id: m.id, name: m.name, mode: m.mode });
+      rooms.set(room, list);
+    }
+    return rooms;
+  }
+
   /** Change a member's display name and tell everyone in the room, the renamer included. */
   rename(member: Member, name: string): void {
     const oldName = member.name;
@@ -512,9 +551,11 @@ export class Hub {
     const limit = this.#options.history;
     if (limit === 0) return;
     let h = this.#histories.get(room);
+    const isNew = h === undefined;
     if (h) this.#histories.delete(room); // re-inserted below: the Map stays in LRU order
     else h = { messages: [], bytes: 0, emptySince: null };
     this.#histories.set(room, h);
+    if (isNew) this.#markIfEmpty(room); // a message published to an empty room must expire too
     h.messages.push(event);
     const size = historySize(event);
     h.bytes += size;

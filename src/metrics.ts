@@ -14,6 +14,7 @@ export const DISCONNECT_REASONS = [
   "idle",
   "shutdown",
   "error",
+  "token_expired",
 ] as const;
 
 /** One of {@link DISCONNECT_REASONS}. */
@@ -28,6 +29,8 @@ export const REFUSE_REASONS = [
   "max_connections",
   "max_connections_per_ip",
   "shutting_down",
+  "bad_token",
+  "forbidden_room",
 ] as const;
 
 /** One of {@link REFUSE_REASONS}. */

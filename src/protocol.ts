@@ -38,6 +38,7 @@ export type ErrorCode =
   | "invalid_field"
   | "text_too_long"
   | "invalid_name"
+  | "name_locked"
   | "rate_limited";
 
 /** Every event the server sends to a `chorus.v1` client. */

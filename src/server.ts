@@ -4,13 +4,15 @@
  * it with `new Request(...)`; only `main.ts` hands it to `Deno.serve`.
  * @module
  */
+import { type Grant, roomAllowed, type Verifier } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Hub, Member } from "./hub.ts";
-import type { Logger } from "./log.ts";
+import type { LogFields, Logger } from "./log.ts";
 import { C, type RefuseReason, utf8Length } from "./metrics.ts";
 import { TokenBucket } from "./ratelimit.ts";
 import {
   checkName,
+  type Mode,
   negotiateMode,
   parseClientEvent,
   protocolError,
@@ -23,7 +25,14 @@ export interface HandlerDeps {
   config: Config;
   hub: Hub;
   log: Logger;
+  /** Checks connection tokens; without it every upgrade is open to all. */
+  verify?: Verifier;
+  /** Answers everything under `/api`; without it those paths are 404. */
+  api?: ApiHandler;
 }
+
+/** The HTTP API's handler (`src/api.ts`), given the request and the client's address. */
+export type ApiHandler = (req: Request, ip: string) => Promise<Response>;
 
 /** Connection details Deno passes next to the request; optional for in-process tests. */
 export interface RequestInfo {
@@ -43,6 +52,12 @@ export type HttpErrorCode =
   | "not_found"
   | "forbidden_origin"
   | "too_many_connections"
+  | "invalid_token"
+  | "forbidden_room"
+  | "unauthorized"
+  | "invalid_room"
+  | "payload_too_large"
+  | "unsupported_media_type"
   | "shutting_down";
 
 /** A JSON error response; every HTTP error chorus returns has this shape. */
@@ -57,7 +72,8 @@ export function httpError(
   return new Response(JSON.stringify({ error: { code, message } }) + "\n", { status, headers: h });
 }
 
-function json(body: unknown, headers: HeadersInit = {}): Response {
+/** A 200 JSON response that no cache keeps: live state such as `/healthz` and the API. */
+export function json(body: unknown, headers: HeadersInit = {}): Response {
   const h = new Headers(headers);
   h.set("content-type", "application/json; charset=utf-8");
   h.set("cache-control", "no-store");
@@ -65,6 +81,9 @@ function json(body: unknown, headers: HeadersInit = {}): Response {
 }
 
 const ALLOW = { allow: "GET, HEAD" };
+
+/** Where the HTTP API lives; a WebSocket upgrade there still joins the room of that name. */
+const API_PREFIX = "/api";
 
 /** Build the handler for one server. */
 export function createHandler(deps: HandlerDeps): Handler {
@@ -76,6 +95,9 @@ export function createHandler(deps: HandlerDeps): Handler {
     if (isUpgrade(req)) return upgrade(deps, on, req, info);
     const url = new URL(req.url);
     if (hasTraversal(req.url)) return httpError(404, "not_found", "not found");
+    if (url.pathname === API_PREFIX || url.pathname.startsWith(`${API_PREFIX}/`)) {
+      return deps.api ? deps.api(req, remoteIp(info)) : httpError(404, "not_found", "not found");
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       return httpError(405, "method_not_allowed", `${req.method} is not allowed`, ALLOW);
     }
@@ -129,25 +151,33 @@ export function hasTraversal(rawUrl: string): boolean {
   return path.split(/[\\/]/).some((seg) => seg === ".." || seg === ".") || path.includes("\0");
 }
 
+/** An upgrade refusal: counted, logged as a warning and answered with a JSON error. */
+type Refuse = (
+  why: RefuseReason,
+  status: number,
+  code: HttpErrorCode,
+  message: string,
+  headers?: HeadersInit,
+  fields?: LogFields,
+) => Response;
+
+/** `WWW-Authenticate` of a refused token (RFC 6750), which travels in the `token` parameter. */
+const TOKEN_CHALLENGE = { "www-authenticate": 'Bearer realm="chorus", error="invalid_token"' };
+
 function upgrade(
   deps: HandlerDeps,
   on: Listeners,
   req: Request,
   info: RequestInfo | undefined,
-): Response {
-  const { hub, log, config } = deps;
+): Response | Promise<Response> {
+  const { log, config } = deps;
   const ip = remoteIp(info);
-  const refuse = (
-    why: RefuseReason,
-    status: number,
-    code: HttpErrorCode,
-    message: string,
-    headers = {},
-  ) => {
-    hub.metrics.refuse(why);
+  const refuse: Refuse = (why, status, code, message, headers = {}, fields = {}) => {
+    deps.hub.metrics.refuse(why);
     log.warn("upgrade refused", {
       status,
       code,
+      ...fields,
       ip,
       origin: req.headers.get("origin") ?? undefined,
     });
@@ -192,6 +222,64 @@ function upgrade(
     if (!check.ok) return refuse("bad_name", 400, "invalid_name", check.message);
     name = check.name;
   }
+  if (!deps.verify) return accept(deps, on, req, refuse, { ip, url, mode, name });
+  const token = url.searchParams.get("token");
+  if (token === null || token === "") {
+    return refuse(
+      "bad_token",
+      401,
+      "invalid_token",
+      "a token is required: add ?token=JWT",
+      TOKEN_CHALLENGE,
+      { detail: "missing" },
+    );
+  }
+  return deps.verify(token).then((check) => {
+    if (!check.ok) {
+      return refuse(
+        "bad_token",
+        401,
+        "invalid_token",
+        check.message,
+        TOKEN_CHALLENGE,
+        { detail: check.reason },
+      );
+    }
+    const { grant } = check;
+    if (!roomAllowed(grant.rooms, url.pathname)) {
+      return refuse(
+        "forbidden_room",
+        403,
+        "forbidden_room",
+        "this token may not join this room",
+        {},
+        { sub: grant.sub, room: url.pathname },
+      );
+    }
+    return accept(deps, on, req, refuse, { ip, url, mode, name: grant.name ?? name, grant });
+  });
+}
+
+/** An upgrade that passed every check but the connection limits. */
+interface Admitted {
+  ip: string;
+  url: URL;
+  mode: Mode;
+  name: string | undefined;
+  /** What the connection's token allows; undefined without authentication. */
+  grant?: Grant;
+}
+
+/** Reserve a connection slot, upgrade, and hand the socket to the hub. */
+function accept(
+  deps: HandlerDeps,
+  on: Listeners,
+  req: Request,
+  refuse: Refuse,
+  admitted: Admitted,
+): Response {
+  const { hub, config } = deps;
+  const { ip, url, mode, name, grant } = admitted;
   const admission = hub.admit(ip);
   if (admission === "max_connections") {
     return refuse("max_connections", 503, "too_many_connections", "the server is full", {
@@ -226,22 +314,49 @@ function upgrade(
     if (!(err instanceof TypeError)) throw err;
     return refuse("bad_request", 400, "bad_request", err.message);
   }
-  const id = hub.nextId();
+  const seq = hub.nextId();
   const member: Member = {
-    id,
-    name: name ?? `guest-${id.split("-").pop()!.padStart(4, "0")}`,
+    // One user connected twice has the same id twice: the hub keys connections by socket.
+    id: grant?.sub ?? seq,
+    name: name ?? `guest-${seq.split("-").pop()!.padStart(4, "0")}`,
     mode,
     room: url.pathname,
     socket,
     ip,
     bucket: new TokenBucket(config.rateLimit, config.rateBurst),
+    nameLocked: grant?.name !== undefined,
     pending: [],
     pendingBytes: 0,
     joined: false,
   };
   hub.register(member);
   attach(hub, on, member, url.searchParams.get("since") ?? undefined);
+  if (grant?.expiresAt !== undefined) closeAtExpiry(hub, member, grant.expiresAt);
   return response;
+}
+
+/** Longest delay `setTimeout` honours; a longer one would fire at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/**
+ * Close a member's socket with 4001 when its token expires. One timer per connection,
+ * re-armed for expiries beyond `setTimeout`'s range and cleared when the socket closes.
+ */
+function closeAtExpiry(hub: Hub, member: Member, expiresAt: number): void {
+  let timer: ReturnType<typeof setTimeout>;
+  const arm = () => {
+    const wait = expiresAt - Date.now();
+    if (wait > MAX_TIMEOUT_MS) {
+      timer = setTimeout(arm, MAX_TIMEOUT_MS);
+    } else {
+      timer = setTimeout(
+        () => hub.drop(member.socket, 4001, "token expired", "token_expired"),
+        Math.max(0, wait),
+      );
+    }
+  };
+  arm();
+  member.socket.addEventListener("close", () => clearTimeout(timer));
 }
 
 /** The close reason Deno gives when a peer stopped answering pings (`idleTimeout`). */
@@ -329,6 +444,9 @@ function onChatFrame(hub: Hub, member: Member, data: string | ArrayBuffer): void
       hub.say(member, event.text);
       return;
     case "rename":
+      if (member.nameLocked) {
+        return hub.reject(member, protocolError("name_locked", "your token sets your name"));
+      }
       return hub.rename(member, event.name);
   }
 }

@@ -22,6 +22,8 @@ export type ToWorker =
     limiter: Int32Array;
     busName: string;
     tls?: { cert: string; key: string };
+    /** The `--jwt-public-key` PEM, read once by the main thread. */
+    jwtPublicKeyPem?: string;
   }
   | { type: "stop"; code: number; reason: string };
 
@@ -48,6 +50,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   const { hub, handler } = createApp(config, {
     log,
+    jwtPublicKeyPem: m.jwtPublicKeyPem,
     shared: {
       metrics: m.metrics,
       index: m.index,

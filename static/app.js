@@ -378,12 +378,14 @@ function onNameSubmit(e) {
   addNotice(`Name saved as ${check.name}; it is used when you connect.`);
 }
 
-/** Navigate to the typed room, always a same-origin path starting with "/". */
+/** Navigate to the typed room, always a same-origin path starting with "/", keeping ?token=. */
 function onRoomSubmit(e) {
   e.preventDefault();
   const raw = ui.room.value.trim().replace(/^[/\\]+/, "");
   const url = new URL(`/${raw.replace(/[?#]/g, (c) => encodeURIComponent(c))}`, location.origin);
-  if (url.origin === location.origin) location.assign(url.pathname);
+  const token = new URLSearchParams(location.search).get("token");
+  if (token !== null) url.searchParams.set("token", token);
+  if (url.origin === location.origin) location.assign(url.pathname + url.search);
 }
 
 /** Wire up the UI and connect. */

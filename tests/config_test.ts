@@ -61,6 +61,12 @@ const SAMPLES: Record<keyof Config, [string, unknown]> = {
   logLevel: ["debug", "debug"],
   logFormat: ["json", "json"],
   workers: ["4", 4],
+  apiKey: ["k".repeat(16), "k".repeat(16)],
+  jwtSecret: ["s".repeat(32), "s".repeat(32)],
+  jwtPublicKey: ["/etc/chorus/jwt.pem", "/etc/chorus/jwt.pem"],
+  jwtAudience: ["chorus-clients", "chorus-clients"],
+  jwtIssuer: ["https://auth.example", "https://auth.example"],
+  jwtClockSkew: ["5", 5],
 };
 
 /** An invalid raw value for each option (none for the free-text ones except blank). */
@@ -83,18 +89,26 @@ const INVALID: Record<keyof Config, string[]> = {
   logLevel: ["WARN", "verbose", "trace"],
   logFormat: ["JSON", "logfmt"],
   workers: ["0", "257", "AUTO", "two"],
+  apiKey: ["short", "k".repeat(15)],
+  jwtSecret: ["s".repeat(31)],
+  jwtPublicKey: ["  "],
+  jwtAudience: ["  "],
+  jwtIssuer: ["  "],
+  jwtClockSkew: ["3601", "-1", "5s"],
 };
 
 /** Flags that must be given with a partner to parse on their own. */
 function withPartner(key: keyof Config): string[] {
   if (key === "cert") return ["--key", "/k.pem"];
   if (key === "key") return ["--cert", "/c.pem"];
+  if (key === "jwtAudience" || key === "jwtIssuer") return ["--jwt-secret", "s".repeat(32)];
   return [];
 }
 
 /** The env variable a cert or key variable needs beside it to parse. */
 function envPartner(key: keyof Config): Record<string, string> {
   if (key === "cert") return { CHORUS_KEY: "/k.pem" };
+  if (key === "jwtAudience" || key === "jwtIssuer") return { CHORUS_JWT_SECRET: "s".repeat(32) };
   if (key === "key") return { CHORUS_CERT: "/c.pem" };
   return {};
 }
@@ -121,6 +135,12 @@ Deno.test("no flags and no environment give exactly DEFAULTS", () => {
     logLevel: "info",
     logFormat: "text",
     workers: 1,
+    apiKey: undefined,
+    jwtSecret: undefined,
+    jwtPublicKey: undefined,
+    jwtAudience: undefined,
+    jwtIssuer: undefined,
+    jwtClockSkew: 30,
   });
   assert.ok(Object.isFrozen(DEFAULTS));
 });
@@ -146,10 +166,11 @@ Deno.test("every flag parses, as --flag VALUE and --flag=VALUE, and changes only
   }
 });
 
-Deno.test("all flags together", () => {
-  const args = OPTIONS.flatMap((o) => [`--${o.flag}`, SAMPLES[o.key][0]]);
+Deno.test("all flags together (but one of the two exclusive JWT keys)", () => {
+  const together = OPTIONS.filter((o) => o.key !== "jwtPublicKey");
+  const args = together.flatMap((o) => [`--${o.flag}`, SAMPLES[o.key][0]]);
   const config = serve(parseConfig(args));
-  for (const o of OPTIONS) assert.deepEqual(config[o.key], SAMPLES[o.key][1], o.flag);
+  for (const o of together) assert.deepEqual(config[o.key], SAMPLES[o.key][1], o.flag);
 });
 
 Deno.test("--workers auto is one per CPU core; 1 to 256 otherwise", () => {
@@ -193,7 +214,12 @@ Deno.test("flags win over env twins; CHORUS_PORT wins over PORT; empty env is un
     const [raw, value] = SAMPLES[o.key];
     // The env value is invalid: a flag must win without the env value even being parsed.
     const env = envOf({ [envName(o.flag)]: INVALID[o.key][0] });
-    assert.deepEqual(serve(parseConfig([`--${o.flag}`, raw], env))[o.key], value, o.flag);
+    const partner = withPartner(o.key);
+    assert.deepEqual(
+      serve(parseConfig([`--${o.flag}`, raw, ...partner], env))[o.key],
+      value,
+      o.flag,
+    );
   }
   assert.equal(serve(parseConfig(["--port", "1"], envOf({ CHORUS_PORT: "2", PORT: "3" }))).port, 1);
   assert.equal(serve(parseConfig([], envOf({ CHORUS_PORT: "2", PORT: "3" }))).port, 2);

@@ -20,47 +20,9 @@ import {
   rawClient,
   startServer,
   type TestServer,
+  upgradeOverTcp,
   waitFor,
 } from "./helpers.ts";
-
-/** An HTTP/1.1 WebSocket upgrade written by hand over TCP: status, headers and body. */
-async function upgradeOverTcp(
-  port: number,
-  target: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; head: string; body: string }> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const lines = [
-      `GET ${target} HTTP/1.1`,
-      "Host: 127.0.0.1",
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-      "Sec-WebSocket-Version: 13",
-      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
-    ];
-    await conn.write(new TextEncoder().encode(lines.join("\r\n") + "\r\n\r\n"));
-    const dec = new TextDecoder();
-    const buf = new Uint8Array(4096);
-    let text = "";
-    for (;;) {
-      const end = text.indexOf("\r\n\r\n");
-      if (end !== -1) {
-        const head = text.slice(0, end);
-        const status = Number(head.split(" ")[1]);
-        const length = Number(head.match(/^content-length:\s*(\d+)/im)?.[1] ?? 0);
-        const body = text.slice(end + 4);
-        if (status === 101 || body.length >= length) return { status, head, body };
-      }
-      const n = await conn.read(buf);
-      if (n === null) throw new Error(`connection closed after ${JSON.stringify(text)}`);
-      text += dec.decode(buf.subarray(0, n), { stream: true });
-    }
-  } finally {
-    conn.close();
-  }
-}
 
 /** Send `text` from `from` and wait until every listed chat client has received it. */
 async function sayAndSee(from: ChatClient, text: string, ...all: ChatClient[]): Promise<Event> {

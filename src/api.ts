@@ -1,0 +1,174 @@
+/**
+ * The HTTP API under `/api`, for backends rather than browsers: push a message into a room
+ * with one request, list rooms and their members. Every request carries the API key as a
+ * bearer token; `docs/api.md` is the prose twin of this file.
+ * @module
+ */
+import { constantTimeEqual, parseRoom } from "./auth.ts";
+import type { Hub } from "./hub.ts";
+import type { Logger } from "./log.ts";
+import { checkName, type MemberInfo } from "./protocol.ts";
+import { type ApiHandler, httpError, json } from "./server.ts";
+
+/** What the API is built from. */
+export interface ApiDeps {
+  /** The key every request must present as `Authorization: Bearer KEY`. */
+  apiKey: string;
+  /** Largest body `POST /api/publish` takes, in bytes (`--max-message-bytes`). */
+  maxMessageBytes: number;
+  hub: Hub;
+  log: Logger;
+}
+
+/** The member id published messages come from, so clients can tell them from members'. */
+export const PUBLISHER_ID = "server";
+
+/** The publisher's display name when the request names none. */
+export const DEFAULT_PUBLISHER_NAME = "server";
+
+/** The challenge of a request without credentials (RFC 6750). */
+const CHALLENGE = 'Bearer realm="chorus"';
+
+/** Build the API handler; `src/app.ts` builds one only when an API key is configured. */
+export function createApi(deps: ApiDeps): ApiHandler {
+  const { hub, log } = deps;
+  return async (req, ip) => {
+    const url = new URL(req.url);
+    const denied = checkKey(req.headers.get("authorization"), deps.apiKey);
+    if (denied !== null) {
+      log.warn("api request refused", { status: 401, code: "unauthorized", detail: denied, ip });
+      return httpError(
+        401,
+        "unauthorized",
+        denied === "missing" ? "send Authorization: Bearer API_KEY" : "wrong API key",
+        {
+          "www-authenticate": denied === "missing"
+            ? CHALLENGE
+            : `${CHALLENGE}, error="invalid_token"`,
+        },
+      );
+    }
+    switch (url.pathname) {
+      case "/api/publish":
+        return req.method === "POST" ? await publish(deps, req, url, ip) : notAllowed("POST");
+      case "/api/rooms":
+        return req.method === "GET" ? listRooms(hub) : notAllowed("GET");
+      case "/api/rooms/members":
+        return req.method === "GET" ? listMembers(hub, url) : notAllowed("GET");
+      default:
+        return httpError(404, "not_found", "no such API endpoint");
+    }
+  };
+}
+
+/** Why an `Authorization` header does not carry the API key, or null when it does. */
+function checkKey(header: string | null, apiKey: string): "missing" | "wrong" | null {
+  const match = header?.match(/^Bearer[ \t]+(\S+)[ \t]*$/i);
+  if (!match) return "missing";
+  return constantTimeEqual(match[1], apiKey) ? null : "wrong";
+}
+
+function notAllowed(allow: string): Response {
+  return httpError(405, "method_not_allowed", `use ${allow}`, { allow });
+}
+
+/** The `room` query parameter, normalised, or the error response to answer instead. */
+function roomParam(url: URL): string | Response {
+  const raw = url.searchParams.get("room");
+  if (raw === null || raw === "") {
+    return httpError(400, "bad_request", "the room query parameter is required, e.g. ?room=/lobby");
+  }
+  return parseRoom(raw) ??
+    httpError(400, "invalid_room", "room must be a path like /lobby (no query, no dot segments)");
+}
+
+/** Which kind of message a Content-Type asks for, or null when it is not accepted. */
+function bodyKind(contentType: string | null): "text" | "binary" | null {
+  const [type, ...params] = (contentType ?? "").split(";").map((p) => p.trim().toLowerCase());
+  if (type === "application/octet-stream") return "binary";
+  if (type !== "text/plain") return null;
+  const charset = params.find((p) => p.startsWith("charset="))?.slice(8).replace(/"/g, "");
+  return charset === undefined || charset === "utf-8" || charset === "us-ascii" ? "text" : null;
+}
+
+/** Read at most `max` bytes of the body; null when it is longer (nothing more is read). */
+async function readLimited(req: Request, max: number): Promise<Uint8Array<ArrayBuffer> | null> {
+  const declared = Number(req.headers.get("content-length"));
+  if (declared > max) {
+    await req.body?.cancel();
+    return null;
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body ?? []) {
+    size += chunk.byteLength;
+    if (size > max) return null; // leaving the loop cancels the rest of the stream
+    chunks.push(chunk);
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return body;
+}
+
+async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promise<Response> {
+  const room = roomParam(url);
+  if (room instanceof Response) return room;
+  const from: MemberInfo = { id: PUBLISHER_ID, name: DEFAULT_PUBLISHER_NAME };
+  const rawName = url.searchParams.get("name");
+  if (rawName !== null) {
+    const check = checkName(rawName);
+    if (!check.ok) return httpError(400, "invalid_name", check.message);
+    from.name = check.name;
+  }
+  const kind = bodyKind(req.headers.get("content-type"));
+  if (kind === null) {
+    await req.body?.cancel();
+    return httpError(
+      415,
+      "unsupported_media_type",
+      "send text/plain (UTF-8) for a text message or application/octet-stream for binary",
+    );
+  }
+  const body = await readLimited(req, deps.maxMessageBytes);
+  if (body === null) {
+    return httpError(
+      413,
+      "payload_too_large",
+      `the body is over --max-message-bytes (${deps.maxMessageBytes} bytes)`,
+    );
+  }
+  let data: string | ArrayBuffer = body.buffer;
+  if (kind === "text") {
+    try {
+      data = new TextDecoder("utf-8", { fatal: true }).decode(body);
+    } catch (err) {
+      if (!(err instanceof TypeError)) throw err;
+      return httpError(400, "bad_request", "the text/plain body is not valid UTF-8");
+    }
+  }
+  const delivered = deps.hub.publish(room, data, from);
+  deps.log.debug("published", { room, kind, bytes: body.byteLength, delivered, ip });
+  return json({ delivered });
+}
+
+function listRooms(hub: Hub): Response {
+  const rooms = [...hub.directory()]
+    .map(([room, members]) => ({ room, members: members.length }))
+    .sort((a, b) => a.room < b.room ? -1 : a.room > b.room ? 1 : 0);
+  return json({ rooms });
+}
+
+function listMembers(hub: Hub, url: URL): Response {
+  const room = roomParam(url);
+  if (room instanceof Response) return room;
+  const members = (hub.directory().get(room) ?? []).map(({ id, name, mode }) => ({
+    id,
+    name,
+    mode,
+  }));
+  return json({ room, members });
+}
