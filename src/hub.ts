@@ -61,6 +61,12 @@ export interface Member {
 interface Room {
   readonly raw: Set<WebSocket>;
   readonly chat: Set<WebSocket>;
+  /** Events for every chat socket of the room since the last flush: sent as one shared frame. */
+  batch: string[];
+  /** UTF-8 bytes of `batch` plus its separators. */
+  batchBytes: number;
+  /** Chat members with events of their own pending; they get a frame of their own. */
+  readonly privates: Set<Member>;
 }
 
 interface History {
@@ -102,7 +108,10 @@ export class Hub {
   /** Kept in least-recently-used order, so the global budget evicts cold rooms first. */
   readonly #histories = new Map<string, History>();
   #historyBytes = 0;
+  /** Members with a frame of their own pending (see {@link Room.privates}). */
   readonly #dirty = new Set<Member>();
+  /** Rooms with a shared batch pending. */
+  readonly #dirtyRooms = new Set<Room>();
   /** Sockets over `maxBufferedBytes` right after a write, re-checked once Deno has written. */
   readonly #suspects = new Set<WebSocket>();
   #suspectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -117,7 +126,7 @@ export class Hub {
   #seq = 0;
   /** Set by {@link closeAll}: no new connections from then on. */
   #shuttingDown = false;
-  #flushScheduled = false;
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions) {
@@ -218,7 +227,7 @@ export class Hub {
 
     if (member.mode === "chat") {
       const { messages, recovered } = this.#recover(history?.messages ?? [], since);
-      this.#queue(member, {
+      this.#queue(member, room, {
         type: "welcome",
         id: member.id,
         name: member.name,
@@ -257,6 +266,7 @@ export class Hub {
     this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]--;
     this.metrics.disconnect(reason);
     this.#dirty.delete(member);
+    this.#rooms.get(member.room)?.privates.delete(member);
     member.pending.length = 0;
     member.pendingBytes = 0;
     if (!member.joined) return member;
@@ -358,7 +368,8 @@ export class Hub {
 
   /** Tell one chat member what was wrong with its frame. */
   reject(member: Member, error: ProtocolError): void {
-    this.#queue(member, error);
+    const room = this.#rooms.get(member.room);
+    if (member.joined && room) this.#queue(member, room, error);
   }
 
   /**
@@ -397,6 +408,7 @@ export class Hub {
   dispose(): void {
     clearInterval(this.#sweepTimer);
     clearTimeout(this.#suspectTimer);
+    clearTimeout(this.#flushTimer);
     for (const socket of [...this.#closing.keys()]) this.#released(socket);
     this.#bus?.publish({ t: "bye", node: this.node });
     this.#bus?.close();
@@ -413,19 +425,41 @@ export class Hub {
     }
   }
 
-  /** Write every queued chat event now, one frame per socket. */
+  /**
+   * Write every queued chat event now: each room's batch as one frame shared by its chat
+   * sockets (built once, however many sockets), and one frame of its own to each member that
+   * has private events (a welcome, an error) mixed in.
+   */
   flush(): void {
-    this.#flushScheduled = false;
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
     const row = this.metrics.row;
-    for (const member of this.#dirty) {
-      const frame = member.pending.length === 1 ? member.pending[0] : member.pending.join("\n");
-      const bytes = member.pendingBytes;
-      row[C.delivered] += member.pending.length;
-      member.pending.length = 0;
-      member.pendingBytes = 0;
-      this.#send(member.socket, frame, bytes);
+    const rooms = [...this.#dirtyRooms];
+    this.#dirtyRooms.clear();
+    for (const room of rooms) {
+      const n = room.batch.length;
+      if (n === 0) continue;
+      const frame = n === 1 ? room.batch[0] : room.batch.join("\n");
+      const bytes = room.batchBytes;
+      room.batch = [];
+      room.batchBytes = 0;
+      for (const socket of room.chat) {
+        if (this.#dirty.has(this.#members.get(socket)!)) continue;
+        if (this.#send(socket, frame, bytes)) row[C.delivered] += n;
+      }
     }
+    const members = [...this.#dirty];
     this.#dirty.clear();
+    for (const member of members) {
+      this.#rooms.get(member.room)?.privates.delete(member);
+      const n = member.pending.length;
+      if (n === 0) continue;
+      const frame = n === 1 ? member.pending[0] : member.pending.join("\n");
+      const bytes = member.pendingBytes;
+      member.pending = [];
+      member.pendingBytes = 0;
+      if (this.#send(member.socket, frame, bytes)) row[C.delivered] += n;
+    }
   }
 
   /** Replay what another hub published to this hub's own sockets. */
@@ -521,7 +555,7 @@ export class Hub {
   #roomOf(name: string): Room {
     let room = this.#rooms.get(name);
     if (!room) {
-      room = { raw: new Set(), chat: new Set() };
+      room = { raw: new Set(), chat: new Set(), batch: [], batchBytes: 0, privates: new Set() };
       this.#rooms.set(name, room);
     }
     return room;
@@ -610,25 +644,47 @@ export class Hub {
     if (room.chat.size === 0) return;
     const line = JSON.stringify(event);
     const bytes = utf8Length(line);
-    for (const socket of room.chat) {
-      if (socket !== except) this.#queueLine(this.#members.get(socket)!, line, bytes);
+    const excluded = except && this.#members.get(except);
+    if (excluded?.mode === "chat" && !this.#dirty.has(excluded)) {
+      this.#privatize(excluded, room, true);
     }
+    for (const m of room.privates) if (m !== excluded) this.#push(m, line, bytes);
+    if (room.batch.length > 0) room.batchBytes++; // the "\n" separator
+    room.batch.push(line);
+    room.batchBytes += bytes;
+    this.#dirtyRooms.add(room);
+    this.#scheduleFlush();
   }
 
-  #queue(member: Member, event: ServerEvent): void {
+  /** Queue an event for one member only, keeping its place among the room's events. */
+  #queue(member: Member, room: Room, event: ServerEvent): void {
+    // A joining member starts fresh: the room's pending events are already in its welcome.
+    if (!this.#dirty.has(member)) this.#privatize(member, room, event.type !== "welcome");
     const line = JSON.stringify(event);
-    this.#queueLine(member, line, utf8Length(line));
+    this.#push(member, line, utf8Length(line));
   }
 
-  #queueLine(member: Member, line: string, bytes: number): void {
+  /** Give a member a frame of its own until the next flush, starting with the room's batch. */
+  #privatize(member: Member, room: Room, inherit: boolean): void {
+    member.pending = inherit ? room.batch.slice() : [];
+    member.pendingBytes = inherit ? room.batchBytes : 0;
+    room.privates.add(member);
+    this.#dirty.add(member);
+    this.#scheduleFlush();
+  }
+
+  #push(member: Member, line: string, bytes: number): void {
     if (member.pending.length > 0) member.pendingBytes++; // the "\n" separator
     member.pendingBytes += bytes;
     member.pending.push(line);
-    this.#dirty.add(member);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.flush());
-    }
+  }
+
+  /**
+   * Flush on a later turn of the event loop, not a microtask: messages from many sockets that
+   * arrive together then share one frame per socket, which is what makes chat fan-out cheap.
+   */
+  #scheduleFlush(): void {
+    this.#flushTimer ??= setTimeout(() => this.flush(), 0);
   }
 
   /** Write one frame; false when the socket was not open or had to be dropped. */
