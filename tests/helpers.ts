@@ -259,6 +259,7 @@ export async function waitFor(
 export const START_COMMAND = [
   DENO,
   "run",
+  "--v8-flags=--max-semi-space-size=1",
   "--unstable-net",
   "--allow-net",
   "--allow-env=PORT,CHORUS_*",
