@@ -6,6 +6,7 @@ import {
   type MainProcess,
   rawClient,
   startMain,
+  UPGRADE_HEADERS,
   waitFor,
 } from "./helpers.ts";
 
@@ -87,12 +88,7 @@ Deno.test("with --workers 2, --max-connections holds for the whole process", asy
     for (let i = 0; i < 10; i++) clients.push(await rawClient(ws("/full")));
     for (let i = 0; i < 5; i++) {
       const res = await fetch(`${main.url}full`, {
-        headers: {
-          upgrade: "websocket",
-          connection: "Upgrade",
-          "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-          "sec-websocket-version": "13",
-        },
+        headers: UPGRADE_HEADERS,
       });
       assert.equal(res.status, 503);
       assert.equal((await res.json()).error.code, "too_many_connections");

@@ -58,6 +58,14 @@ export class Inbox<T> {
   }
 }
 
+/** The headers of a valid WebSocket upgrade, for requests made with `fetch` or by hand. */
+export const UPGRADE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  upgrade: "websocket",
+  connection: "Upgrade",
+  "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+  "sec-websocket-version": "13",
+});
+
 /** A running in-process server. */
 export interface TestServer {
   port: number;

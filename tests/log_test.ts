@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { createLogger, LOG_LEVELS, type LoggerOptions } from "../src/log.ts";
-import { rawClient, startMain } from "./helpers.ts";
+import { rawClient, startMain, UPGRADE_HEADERS } from "./helpers.ts";
 
 const EPOCH = "1970-01-01T00:00:00.000Z";
 
@@ -140,11 +140,8 @@ for (const workers of [1, 2]) {
     ]);
     const res = await fetch(`${main.url}room`, {
       headers: {
-        upgrade: "websocket",
-        connection: "Upgrade",
+        ...UPGRADE_HEADERS,
         origin: "http://evil.example",
-        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "sec-websocket-version": "13",
       },
     });
     assert.equal(res.status, 403);

@@ -5,7 +5,15 @@
  * with the reason in its name.
  */
 import assert from "node:assert/strict";
-import { ChatClient, chatClient, type Client, rawClient, startServer, waitFor } from "./helpers.ts";
+import {
+  ChatClient,
+  chatClient,
+  type Client,
+  rawClient,
+  startServer,
+  UPGRADE_HEADERS,
+  waitFor,
+} from "./helpers.ts";
 import { utf8Length } from "../src/metrics.ts";
 
 const encoder = new TextEncoder();
@@ -28,12 +36,7 @@ async function scrape(origin: string): Promise<{ contentType: string | null; tex
   return { contentType: res.headers.get("content-type"), text: await res.text() };
 }
 
-const UPGRADE = {
-  upgrade: "websocket",
-  connection: "Upgrade",
-  "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-  "sec-websocket-version": "13",
-};
+const UPGRADE = UPGRADE_HEADERS;
 
 /** Bytes of every frame a client received so far, as the server counted them when sending. */
 function frameBytes(frames: (string | ArrayBuffer)[]): number {

@@ -3,7 +3,7 @@ import { DEFAULTS } from "../src/config.ts";
 import { Hub } from "../src/hub.ts";
 import { createLogger } from "../src/log.ts";
 import { createHandler, hasTraversal } from "../src/server.ts";
-import { rawClient, startServer, waitFor } from "./helpers.ts";
+import { rawClient, startServer, UPGRADE_HEADERS, waitFor } from "./helpers.ts";
 
 function inProcess() {
   const hub = new Hub({ history: 0, historyTtlMs: 0 });
@@ -138,12 +138,7 @@ Deno.test("/healthz reports status, connections and rooms", async () => {
 
 Deno.test("malformed upgrade requests are refused with 4xx before any socket exists", async () => {
   const { handle, hub, lines } = inProcess();
-  const base = {
-    upgrade: "websocket",
-    connection: "Upgrade",
-    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-    "sec-websocket-version": "13",
-  };
+  const base = UPGRADE_HEADERS;
   const cases: [Record<string, string>, number, string, string?][] = [
     [{ "sec-websocket-version": "8" }, 426, "unsupported_version"],
     [{ "sec-websocket-key": "" }, 400, "bad_request"],
@@ -167,12 +162,7 @@ Deno.test("upgrades that arrive during shutdown are refused with 503 shutting_do
     const a = await rawClient(server.ws("/r"));
     const closing = server.hub.closeAll(1001, "server shutting down");
     const res = await fetch(`${server.origin}/r`, {
-      headers: {
-        upgrade: "websocket",
-        connection: "Upgrade",
-        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "sec-websocket-version": "13",
-      },
+      headers: UPGRADE_HEADERS,
     });
     assert.equal(res.status, 503);
     assert.equal((await res.json()).error.code, "shutting_down");

@@ -2,14 +2,13 @@
  * TLS: `main.ts --cert --key` serves HTTPS and WSS with a self-signed certificate made by
  * `openssl` at test time; unreadable certificate files are a configuration error (exit 2).
  *
- * `startMain` from the helpers only accepts an `http://` listening line, so this file has its
- * own variant that accepts `https://`. Deno's `WebSocket` cannot be given a custom CA, so the
- * WSS clients are npm `ws` clients with the `ca` option.
+ * Deno's `WebSocket` cannot be given a custom CA, so the WSS clients are npm `ws` clients with
+ * the `ca` option.
  */
 import assert from "node:assert/strict";
 // @ts-types="@types/ws"
 import WebSocketNode from "ws";
-import { Inbox, ROOT, START_COMMAND, waitFor } from "./helpers.ts";
+import { Inbox, ROOT, START_COMMAND, startMain, waitFor } from "./helpers.ts";
 
 /**
  * `deno task start`'s command (from the helpers) with `dir` added to its read access, as an
@@ -73,48 +72,6 @@ async function hasOpenssl(): Promise<boolean> {
 
 const openssl = await hasOpenssl();
 
-/** Like `startMain` from the helpers, but the listening line may say `https://`. */
-async function startTlsMain(dir: string, args: string[]) {
-  const [deno, denoArgs] = startCommand(dir);
-  const child = new Deno.Command(deno, {
-    args: [...denoArgs, "--port", "0", "--hostname", "127.0.0.1", ...args],
-    cwd: ROOT,
-    env: {},
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let stdout = "";
-  while (!stdout.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stdout += value;
-  }
-  const stderr = new Response(child.stderr).text();
-  const match = stdout.match(/^chorus listening on ((https?):\/\/[^\s]+:(\d+)\/)\n/);
-  if (!match) {
-    child.kill("SIGKILL");
-    await child.status;
-    throw new Error(`no listening line; stdout=${stdout} stderr=${await stderr}`);
-  }
-  return {
-    child,
-    line: match[0],
-    url: match[1],
-    scheme: match[2],
-    port: Number(match[3]),
-    async output() {
-      let rest = stdout.slice(match[0].length);
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        rest += value;
-      }
-      return { code: (await child.status).code, stdout: rest, stderr: await stderr };
-    },
-  };
-}
-
 /** An npm `ws` client trusting `ca`, with awaited frames and close. */
 async function wssClient(url: string, ca: string) {
   const socket = new WebSocketNode(url, { ca });
@@ -141,11 +98,13 @@ for (const workers of [1, 2]) {
       const { dir, cert, key, pem } = await makeCert();
       const client = Deno.createHttpClient({ caCerts: [pem] });
       try {
-        const main = await startTlsMain(dir, [
-          ...["--cert", cert, "--key", key, "--workers", String(workers)],
-        ]);
-        assert.equal(main.line, `chorus listening on https://127.0.0.1:${main.port}/\n`);
-        assert.equal(main.scheme, "https");
+        const [deno, denoArgs] = startCommand(dir);
+        const main = await startMain(
+          ["--cert", cert, "--key", key, "--workers", String(workers)],
+          {},
+          [deno, ...denoArgs],
+        );
+        assert.equal(main.url, `https://127.0.0.1:${main.port}/`, "the listening line says https");
         const health = async () =>
           await (await fetch(`https://127.0.0.1:${main.port}/healthz`, { client })).json();
 
