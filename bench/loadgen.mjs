@@ -1,0 +1,785 @@
+/**
+ * Load generator for `deno task bench`: WebSocket clients over raw TCP (`node:net` only, no npm
+ * packages), cheap enough per frame that the server under test stays the bottleneck.
+ *
+ *   node bench/loadgen.mjs '<json config>'
+ *
+ * - The upgrade is written and checked by hand (status 101, Sec-WebSocket-Accept, subprotocol).
+ * - Client frames are masked with a fresh random key, as RFC 6455 requires.
+ * - Incoming frames are counted from their headers only; payloads are read only on the few
+ *   "sampled" connections (sequence numbers and send timestamps live in the payload), on the
+ *   publisher, and for control frames (ping → pong, close → close). In `chorus.v1` mode a frame
+ *   may carry several events joined by "\n": a counting connection counts 1 + its "\n" bytes as
+ *   events, and tells `message` events from presence by one byte each (see TYPE_AT).
+ * - Every socket of the process reads into one shared buffer (`onread`), so a read costs no
+ *   allocation and an idle connection costs the loadgen almost no memory.
+ * - Fan-out keeps at most `window` messages in flight: a message is acknowledged once both the
+ *   publisher (it is in the room, so it hears its own messages) and the first sampled
+ *   subscriber have received it.
+ *
+ * The parent (bench/run.ts) drives it with one JSON command per line on stdin and reads one
+ * JSON answer per line on stdout: connect, settle, start, mark, stall, resume, stop, quit.
+ * It exits when stdin closes, so it never outlives the bench.
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { createHash, randomBytes } from "node:crypto";
+import net from "node:net";
+import process from "node:process";
+import readline from "node:readline";
+
+/**
+ * @typedef {object} Config
+ * @property {string} host server address (loopback)
+ * @property {number} port server port
+ * @property {string} path room (URL path)
+ * @property {boolean} chat offer the `chorus.v1` subprotocol
+ * @property {string} [localAddress] loopback address to connect from (127.0.0.x)
+ * @property {number} subs connections that only count what they receive
+ * @property {number} sampled connections that parse and check every payload (join after `subs`)
+ * @property {boolean} publisher one publishing connection, joining last
+ * @property {number} size payload text bytes
+ * @property {number} window most unacknowledged messages in flight
+ * @property {boolean} stall the last sampled connection is the one `stall` pauses
+ * @property {number} rate all-to-all: messages per second each connection sends (0: fan-out)
+ * @property {number} concurrency upgrades in flight while connecting
+ * @property {number} deadlineMs hard limit on this process' life
+ */
+
+/** @type {Config} */
+const cfg = {
+  host: "127.0.0.1",
+  port: 0,
+  path: "/",
+  chat: false,
+  subs: 0,
+  sampled: 0,
+  publisher: false,
+  size: 64,
+  window: 32,
+  stall: false,
+  rate: 0,
+  concurrency: 256,
+  deadlineMs: 600_000,
+  ...JSON.parse(process.argv[2] ?? "{}"),
+};
+
+// Safety net: never outlive a bench that lost track of us.
+setTimeout(() => process.exit(3), cfg.deadlineMs).unref();
+
+const COUNT = 0; // counts frames (and events) from headers only
+const SAMPLE = 1; // parses payloads: order, loss, latency
+const PUB = 2; // the fan-out publisher; parses its own echoes as acknowledgements
+
+const HANDSHAKE = 0;
+const OPEN = 1;
+const CLOSED = 2;
+
+const NL = 10;
+// A counting chorus.v1 connection tells a `message` event from presence events by one byte:
+// every event is JSON.stringify'd with `type` first, so it starts `{"type":"` and byte 9 is
+// the type's first letter; only "message" starts with "m".
+const TYPE_AT = 9;
+const M = 0x6d;
+
+/** One client connection and its frame-parser state. */
+class Conn {
+  /**
+   * @param {number} index position in this process, also the sender id in all-to-all mode
+   * @param {number} kind COUNT, SAMPLE or PUB
+   */
+  constructor(index, kind) {
+    this.index = index;
+    this.kind = kind;
+    /** @type {net.Socket | null} */
+    this.sock = null;
+    this.state = HANDSHAKE;
+    /** @type {Buffer | null} bytes of the HTTP response so far */
+    this.hs = null;
+    this.key = "";
+    /** @type {Buffer | null} a frame header split across reads */
+    this.part = null;
+    this.skip = 0; // payload bytes of the current frame still to come
+    this.op = 0; // opcode of the current frame
+    this.fin = false;
+    this.msgOp = 0; // opcode of the message the current (continuation) frame belongs to
+    this.keep = false; // whether the current frame's payload is kept
+    /** @type {Buffer[]} kept payload pieces of the current message */
+    this.parts = [];
+    this.nl = 0; // "\n" bytes in the current message (counting chat connections)
+    this.typeIn = -1; // payload bytes before the next event's type byte, or -1 (ditto)
+    this.frames = 0; // data messages (frames) received
+    this.events = 0; // chorus.v1 events received (= frames in raw mode)
+    this.msgs = 0; // deliveries: chat `message` events, or raw messages
+    this.closeCode = 0;
+    this.gone = false; // closed or errored
+    // SAMPLE / PUB
+    this.got = 0; // payloads (messages) parsed
+    this.lost = 0;
+    this.disorder = 0;
+    this.bad = 0; // unparseable payloads
+    /** @type {Map<number, number>} next expected sequence number per sender */
+    this.next = new Map();
+    this.maxSeq = -1;
+    // all-to-all sending
+    this.sent = 0;
+    this.nextSend = 0;
+  }
+}
+
+/** @type {Conn[]} */
+const conns = [];
+const sampledConns = /** @type {Conn[]} */ ([]);
+/** @type {Conn | null} */
+let pub = null;
+/** @type {Conn | null} the sampled subscriber whose receipt acknowledges a message */
+let acker = null;
+/** @type {Conn | null} */
+let staller = null;
+
+const errors = new Map(); // reason → count
+function noteError(reason) {
+  errors.set(reason, (errors.get(reason) ?? 0) + 1);
+}
+
+// ---------------------------------------------------------------- latency histogram
+// Buckets 1 % wide on a log scale of microseconds: p50/p99 within 1 %, in bounded memory.
+const HIST_BUCKETS = 2000;
+const hist = new Uint32Array(HIST_BUCKETS);
+let histCount = 0;
+let histOn = false;
+function recordLatency(ms) {
+  const us = ms * 1000;
+  const i = us <= 1 ? 0 : Math.min(HIST_BUCKETS - 1, Math.floor(Math.log(us) * 100));
+  hist[i]++;
+  histCount++;
+}
+function percentile(p) {
+  if (histCount === 0) return null;
+  const target = Math.ceil(histCount * p);
+  let seen = 0;
+  for (let i = 0; i < HIST_BUCKETS; i++) {
+    seen += hist[i];
+    if (seen >= target) return Math.exp((i + 0.5) / 100) / 1000; // ms
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------- sending
+function maskedFrame(opcode, payload) {
+  const len = payload.length;
+  const h = len < 126 ? 2 : len < 65536 ? 4 : 10;
+  const out = Buffer.allocUnsafe(h + 4 + len);
+  out[0] = 0x80 | opcode;
+  if (len < 126) {
+    out[1] = 0x80 | len;
+  } else if (len < 65536) {
+    out[1] = 0x80 | 126;
+    out.writeUInt16BE(len, 2);
+  } else {
+    out[1] = 0x80 | 127;
+    out.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
+    out.writeUInt32BE(len >>> 0, 6);
+  }
+  const mask = MASK;
+  for (let k = 0; k < 4; k++) mask[k] = out[h + k] = (Math.random() * 256) | 0;
+  const o = h + 4;
+  for (let i = 0; i < len; i++) out[o + i] = payload[i] ^ mask[i & 3];
+  return out;
+}
+
+const MASK = new Uint8Array(4);
+const PAD = "x".repeat(65536);
+
+/** The text of one message: "SENDER SEQ SENT_AT_MS " padded with "x" to `cfg.size` bytes. */
+function messageText(sender, seq) {
+  const head = `${sender} ${seq} ${performance.now().toFixed(3)} `;
+  return head.length >= cfg.size ? head : head + PAD.slice(0, cfg.size - head.length);
+}
+
+function sendMessage(c, sender, seq) {
+  const text = messageText(sender, seq);
+  const body = cfg.chat ? `{"type":"message","text":"${text}"}` : text;
+  c.sock.write(maskedFrame(0x1, Buffer.from(body)));
+}
+
+// ---------------------------------------------------------------- fan-out publisher
+let pubRunning = false;
+let pubSent = 0;
+/** @type {(() => void) | null} */
+let onDrained = null;
+
+function acked() {
+  const a = pub ? pub.maxSeq + 1 : pubSent;
+  return acker ? Math.min(a, acker.maxSeq + 1) : a;
+}
+
+function pump() {
+  if (!pub) return;
+  if (pubRunning) {
+    while (pubSent - acked() < cfg.window && !pub.gone) {
+      sendMessage(pub, 0, pubSent++);
+    }
+  } else if (onDrained && acked() >= pubSent) {
+    const done = onDrained;
+    onDrained = null;
+    done();
+  }
+}
+
+// ---------------------------------------------------------------- all-to-all senders
+let a2aTimer = /** @type {ReturnType<typeof setInterval> | null} */ (null);
+function startAllToAll() {
+  const period = 1000 / cfg.rate;
+  const now = performance.now();
+  for (const c of conns) c.nextSend = now + Math.random() * period;
+  a2aTimer = setInterval(() => {
+    const t = performance.now();
+    for (const c of conns) {
+      // Never send in a burst to catch up: a late tick skips ahead instead.
+      if (c.gone || c.state !== OPEN || t < c.nextSend) continue;
+      sendMessage(c, c.index, c.sent++);
+      c.nextSend = Math.max(c.nextSend + period, t - period);
+    }
+  }, 5);
+}
+
+// ---------------------------------------------------------------- receiving
+function onPayloadText(c, text) {
+  const now = performance.now();
+  const a = text.indexOf(" ");
+  const b = text.indexOf(" ", a + 1);
+  const e = text.indexOf(" ", b + 1);
+  const sender = Number(text.slice(0, a));
+  const seq = Number(text.slice(a + 1, b));
+  const sentAt = Number(text.slice(b + 1, e === -1 ? undefined : e));
+  if (a < 1 || b < 0 || !Number.isInteger(seq) || !Number.isFinite(sentAt)) {
+    c.bad++;
+    return;
+  }
+  const expected = c.next.get(sender) ?? 0;
+  if (seq === expected) {
+    c.next.set(sender, seq + 1);
+  } else if (seq > expected) {
+    c.lost += seq - expected;
+    c.next.set(sender, seq + 1);
+  } else {
+    c.disorder++;
+  }
+  if (sender === 0 && seq > c.maxSeq) c.maxSeq = seq;
+  c.got++;
+  if (histOn && c.kind === SAMPLE) recordLatency(now - sentAt);
+}
+
+/** Parse one kept data message; returns the number of events it carried. */
+function onMessage(c, op, data) {
+  if (!cfg.chat) c.msgs++;
+  if (op !== 0x1) return 1; // binary frames: only counted
+  const str = data.toString("utf8");
+  if (!cfg.chat) {
+    onPayloadText(c, str);
+    return 1;
+  }
+  const lines = str.split("\n");
+  for (const line of lines) {
+    let ev;
+    try {
+      ev = JSON.parse(line);
+    } catch {
+      c.bad++;
+      continue;
+    }
+    if (ev.type === "message") {
+      c.msgs++;
+      onPayloadText(c, ev.text);
+    } else if (ev.type === "error") noteError(`error event ${ev.code}`);
+  }
+  return lines.length;
+}
+
+function onControl(c, op, data) {
+  if (op === 0x9) {
+    if (!c.gone) c.sock.write(maskedFrame(0xa, data)); // pong
+  } else if (op === 0x8) {
+    // Answer the closing handshake as a client must, then let the server end TCP.
+    c.closeCode = data.length >= 2 ? data.readUInt16BE(0) : 1005;
+    if (!c.gone) c.sock.end(maskedFrame(0x8, data.subarray(0, 2)));
+  }
+}
+
+/** End of one frame: count a finished data message, hand kept payloads on. */
+function endFrame(c) {
+  const op = c.op;
+  if (op >= 0x8) {
+    const data = c.parts.length === 1 ? c.parts[0] : Buffer.concat(c.parts);
+    c.parts = [];
+    onControl(c, op, data);
+    return;
+  }
+  if (!c.fin) return;
+  c.frames++;
+  if (c.kind === COUNT) {
+    if (cfg.chat) {
+      c.events += c.nl + 1;
+      c.nl = 0;
+    } else {
+      c.events++;
+      c.msgs++;
+    }
+  } else {
+    const data = c.parts.length === 1 ? c.parts[0] : Buffer.concat(c.parts);
+    c.parts = [];
+    c.events += onMessage(c, c.msgOp, data);
+    if (c === pub || c === acker) pump();
+  }
+}
+
+/**
+ * Parse a frame header at `buf[p..end)`. Returns the header length, or -1 when incomplete.
+ * Sets c.op, c.fin and c.skip (the payload length).
+ */
+function header(c, buf, p, end) {
+  const avail = end - p;
+  if (avail < 2) return -1;
+  const b0 = buf[p];
+  const b1 = buf[p + 1];
+  let len = b1 & 127;
+  let h = 2;
+  if (len === 126) {
+    if (avail < 4) return -1;
+    len = buf.readUInt16BE(p + 2);
+    h = 4;
+  } else if (len === 127) {
+    if (avail < 10) return -1;
+    len = buf.readUInt32BE(p + 2) * 2 ** 32 + buf.readUInt32BE(p + 6);
+    h = 10;
+  }
+  if (b1 & 0x80) {
+    noteError("server sent a masked frame");
+    if (avail < h + 4) return -1;
+    h += 4; // a client cannot unmask without the key handling; count it and skip
+  }
+  c.op = b0 & 0x0f;
+  c.fin = (b0 & 0x80) !== 0;
+  if (c.op !== 0 && c.op < 0x8) c.msgOp = c.op;
+  c.skip = len;
+  c.keep = c.op >= 0x8 || c.kind !== COUNT;
+  if (c.op === 0x1 && cfg.chat && c.kind === COUNT) c.typeIn = TYPE_AT; // a message starts
+  return h;
+}
+
+/** Feed received bytes `data[i..end)` to a connection. */
+function feed(c, data, i, end) {
+  if (c.state === HANDSHAKE) {
+    i = handshake(c, data, i, end);
+    if (i < 0) return;
+  }
+  // Position of the next "\n" at or after the current payload, for counting chat events.
+  let nlPos = -2; // unknown yet
+  const countChat = cfg.chat && c.kind === COUNT;
+  while (i < end) {
+    if (c.skip > 0) {
+      const n = Math.min(c.skip, end - i);
+      const to = i + n;
+      if (c.keep) {
+        c.parts.push(Buffer.from(data.subarray(i, to)));
+      } else if (countChat && c.op < 0x8) {
+        // Events start at the payload's start and after each "\n"; check each one's type byte,
+        // which may lie in a later read.
+        if (c.typeIn >= 0) {
+          const at = i + c.typeIn;
+          if (at < to) {
+            if (data[at] === M) c.msgs++;
+            c.typeIn = -1;
+          } else c.typeIn = at - to;
+        }
+        if (nlPos !== -1 && nlPos < i) nlPos = data.indexOf(NL, i);
+        while (nlPos !== -1 && nlPos < to) {
+          c.nl++;
+          const at = nlPos + 1 + TYPE_AT;
+          if (at < to) {
+            if (data[at] === M) c.msgs++;
+          } else c.typeIn = at - to;
+          nlPos = data.indexOf(NL, nlPos + 1);
+        }
+      }
+      c.skip -= n;
+      i = to;
+      if (c.skip === 0) endFrame(c);
+      continue;
+    }
+    let h;
+    if (c.part !== null) {
+      const more = data.subarray(i, Math.min(end, i + 14));
+      const joined = Buffer.concat([c.part, more]);
+      h = header(c, joined, 0, joined.length);
+      if (h < 0) {
+        c.part = joined;
+        return;
+      }
+      i += h - c.part.length;
+      c.part = null;
+    } else {
+      h = header(c, data, i, end);
+      if (h < 0) {
+        c.part = Buffer.from(data.subarray(i, end));
+        return;
+      }
+      i += h;
+    }
+    if (c.skip === 0) endFrame(c);
+  }
+}
+
+function acceptFor(key) {
+  return createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+    .digest("base64");
+}
+
+/** Consume HTTP response bytes; returns where frames start, or -1 while incomplete/failed. */
+function handshake(c, data, i, end) {
+  const chunk = Buffer.from(data.subarray(i, end));
+  c.hs = c.hs === null ? chunk : Buffer.concat([c.hs, chunk]);
+  const at = c.hs.indexOf("\r\n\r\n");
+  if (at === -1) {
+    if (c.hs.length > 16384) fail(c, "handshake: response headers too long");
+    return -1;
+  }
+  const head = c.hs.subarray(0, at).toString("latin1");
+  const rest = c.hs.subarray(at + 4);
+  c.hs = null;
+  const lines = head.split("\r\n");
+  const status = lines[0].split(" ")[1];
+  if (status !== "101") {
+    fail(c, `handshake: HTTP ${status}`);
+    return -1;
+  }
+  const headers = new Map();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    headers.set(
+      line.slice(0, colon).trim().toLowerCase(),
+      line.slice(colon + 1).trim(),
+    );
+  }
+  if (headers.get("sec-websocket-accept") !== acceptFor(c.key)) {
+    fail(c, "handshake: bad Sec-WebSocket-Accept");
+    return -1;
+  }
+  if (cfg.chat && headers.get("sec-websocket-protocol") !== "chorus.v1") {
+    fail(c, "handshake: chorus.v1 not accepted");
+    return -1;
+  }
+  c.state = OPEN;
+  connected(c, null);
+  if (rest.length > 0) feed(c, rest, 0, rest.length);
+  return end; // everything of this read was consumed above
+}
+
+// ---------------------------------------------------------------- connecting
+const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
+const ON_READ = !("Deno" in globalThis); // Deno's node:net compat: plain 'data' events
+
+/** @type {((c: Conn, err: string | null) => void) | null} */
+let connectedHook = null;
+function connected(c, err) {
+  if (connectedHook) connectedHook(c, err);
+}
+
+/** A connection that did not get through its upgrade; counted once, however it failed. */
+function failHandshake(c, reason) {
+  if (c.state !== HANDSHAKE) return;
+  noteError(reason);
+  c.state = CLOSED;
+  c.gone = true;
+  connected(c, reason);
+}
+
+function fail(c, reason) {
+  failHandshake(c, reason);
+  c.sock?.destroy();
+}
+
+function open(c) {
+  c.key = randomBytes(16).toString("base64");
+  const options = {
+    host: cfg.host,
+    port: cfg.port,
+    noDelay: true,
+    ...(cfg.localAddress ? { localAddress: cfg.localAddress } : {}),
+  };
+  if (ON_READ) {
+    options.onread = {
+      buffer: READ_BUFFER,
+      // In chorus.v1 mode feed() searches for "\n": bound it to this read's bytes.
+      callback: cfg.chat
+        ? (nread, buf) => feed(c, buf.subarray(0, nread), 0, nread)
+        : (nread, buf) => feed(c, buf, 0, nread),
+    };
+  }
+  const sock = net.connect(options);
+  c.sock = sock;
+  if (!ON_READ) sock.on("data", (d) => feed(c, d, 0, d.length));
+  sock.on("connect", () => {
+    sock.write(
+      `GET ${cfg.path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\nUpgrade: websocket\r\n` +
+        `Connection: Upgrade\r\nSec-WebSocket-Key: ${c.key}\r\nSec-WebSocket-Version: 13\r\n` +
+        (cfg.chat ? "Sec-WebSocket-Protocol: chorus.v1\r\n" : "") + "\r\n",
+    );
+  });
+  sock.on("error", (err) => {
+    const reason = `socket: ${err.code ?? err.message}`;
+    if (c.state === HANDSHAKE) failHandshake(c, reason);
+    else if (!c.gone && c !== staller) noteError(reason);
+    c.gone = true;
+  });
+  sock.on("close", () => {
+    if (c.state === HANDSHAKE) failHandshake(c, "closed during handshake");
+    else if (!quitting && !c.gone && c !== staller) {
+      noteError(`closed by server (code ${c.closeCode || 1006})`);
+    }
+    c.state = CLOSED;
+    c.gone = true;
+  });
+}
+
+/** Open `list` with at most `cfg.concurrency` upgrades in flight; resolve when all are done. */
+function openAll(list) {
+  return new Promise((resolve) => {
+    let next = 0;
+    let done = 0;
+    let opened = 0;
+    if (list.length === 0) return resolve({ opened: 0, failed: 0 });
+    connectedHook = (_c, err) => {
+      done++;
+      if (err === null) opened++;
+      if (next < list.length) open(list[next++]);
+      if (done === list.length) {
+        connectedHook = null;
+        resolve({ opened, failed: done - opened });
+      }
+    };
+    while (next < list.length && next < cfg.concurrency) open(list[next++]);
+  });
+}
+
+// ---------------------------------------------------------------- commands
+let quitting = false;
+
+/** What the subscribers (not the publisher) of this process received, and how many are open. */
+function totals() {
+  let frames = 0;
+  let events = 0;
+  let msgs = 0;
+  let open = 0;
+  let subs = 0;
+  for (const c of conns) {
+    if (c.kind === PUB) continue;
+    subs++;
+    frames += c.frames;
+    events += c.events;
+    msgs += c.msgs;
+    if (!c.gone) open++;
+  }
+  return { subs, open, frames, events, msgs };
+}
+
+function lastFrameWatch() {
+  let last = totals().events;
+  let quietSince = performance.now();
+  return () => {
+    const now = performance.now();
+    const t = totals().events;
+    if (t !== last) {
+      last = t;
+      quietSince = now;
+    }
+    return now - quietSince;
+  };
+}
+
+function sampleReport() {
+  const out = [];
+  for (const c of sampledConns) {
+    out.push({
+      got: c.got,
+      lost: c.lost,
+      disorder: c.disorder,
+      bad: c.bad,
+      closeCode: c.closeCode,
+      gone: c.gone,
+      stalled: c === staller,
+      senders: c.next.size,
+      received: cfg.rate > 0 ? undefined : c.next.get(0) ?? 0,
+      missing: cfg.rate > 0 ? missingAllToAll(c) : undefined,
+    });
+  }
+  return out;
+}
+
+/** All-to-all: messages sent by this process' clients that `c` has not (yet) seen. */
+function missingAllToAll(c) {
+  let missing = 0;
+  for (const s of conns) {
+    missing += Math.max(0, s.sent - (c.next.get(s.index) ?? 0));
+  }
+  return missing;
+}
+
+function cpu() {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+/** @type {Record<string, (msg: any) => Promise<object> | object>} */
+const commands = {
+  async connect() {
+    const t0 = performance.now();
+    for (let i = 0; i < cfg.subs; i++) {
+      conns.push(new Conn(conns.length, COUNT));
+    }
+    for (let i = 0; i < cfg.sampled; i++) {
+      const c = new Conn(conns.length, SAMPLE);
+      conns.push(c);
+      sampledConns.push(c);
+    }
+    // Senders are named in payloads: all-to-all clients by their index, the publisher as 0.
+    acker = sampledConns[0] ?? null;
+    if (cfg.stall && sampledConns.length >= 2) {
+      staller = sampledConns[sampledConns.length - 1];
+    }
+    const first = await openAll(conns.filter((c) => c.kind !== PUB));
+    let second = { opened: 0, failed: 0 };
+    if (cfg.publisher) {
+      pub = new Conn(conns.length, PUB);
+      pub.index = 0;
+      conns.push(pub);
+      second = await openAll([pub]);
+    }
+    return {
+      opened: first.opened + second.opened,
+      failed: first.failed + second.failed,
+      ms: performance.now() - t0,
+    };
+  },
+  settle({ quietMs = 300, timeoutMs = 60_000 }) {
+    const quiet = lastFrameWatch();
+    const t0 = performance.now();
+    return new Promise((resolve) => {
+      const timer = setInterval(() => {
+        const q = quiet();
+        const waited = performance.now() - t0;
+        if (q >= quietMs || waited >= timeoutMs) {
+          clearInterval(timer);
+          // busyMs: until the last frame arrived, i.e. without the quiet time itself.
+          resolve({ quiet: q >= quietMs, ms: waited, busyMs: Math.max(0, waited - q) });
+        }
+      }, 50);
+    });
+  },
+  start() {
+    if (cfg.rate > 0) startAllToAll();
+    else if (pub) {
+      pubRunning = true;
+      pump();
+    }
+    return {};
+  },
+  mark({ window }) {
+    if (window === "begin") histOn = true;
+    if (window === "end") histOn = false;
+    return { t: performance.now(), cpuUs: cpu(), ...totals() };
+  },
+  stall() {
+    staller?.sock.pause();
+    return {};
+  },
+  resume() {
+    staller?.sock.resume();
+    return {};
+  },
+  async stop({ drainMs = 10_000 }) {
+    // Stop sending, then wait until every message sent is acknowledged (fan-out) or seen by
+    // every sampled connection (all-to-all), within drainMs.
+    pubRunning = false;
+    if (a2aTimer) clearInterval(a2aTimer);
+    const t0 = performance.now();
+    let drained;
+    if (pub) {
+      drained = await new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          onDrained = null;
+          resolve(false);
+        }, drainMs);
+        onDrained = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+        pump();
+      });
+      // Sampled subscribers other than the acker may trail it by a frame or two.
+      const deadline = performance.now() + 2000;
+      while (
+        performance.now() < deadline &&
+        sampledConns.some((c) => c !== staller && !c.gone && (c.next.get(0) ?? 0) < pubSent)
+      ) await sleep(20);
+    } else {
+      const deadline = performance.now() + drainMs;
+      const pending = () => sampledConns.some((c) => !c.gone && missingAllToAll(c) > 0);
+      while (pending() && performance.now() < deadline) await sleep(20);
+      drained = !pending();
+    }
+    let sent = pubSent;
+    if (cfg.rate > 0) {
+      sent = 0;
+      for (const c of conns) sent += c.sent;
+    }
+    return {
+      drained,
+      drainMs: performance.now() - t0,
+      sent,
+      samples: sampleReport(),
+      latency: {
+        count: histCount,
+        p50: percentile(0.5),
+        p99: percentile(0.99),
+      },
+      errors: Object.fromEntries(errors),
+    };
+  },
+  report() {
+    return { samples: sampleReport(), errors: Object.fromEntries(errors), ...totals() };
+  },
+  quit() {
+    quitting = true;
+    setImmediate(() => process.exit(0));
+    return {};
+  },
+};
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+process.stdout.on("error", () => process.exit(0));
+const rl = readline.createInterface({ input: process.stdin });
+rl.on("line", async (line) => {
+  let msg;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    return;
+  }
+  const handler = commands[msg.cmd];
+  let answer;
+  try {
+    answer = handler ? await handler(msg) : { error: `unknown command ${msg.cmd}` };
+  } catch (err) {
+    answer = { error: String(err?.stack ?? err) };
+  }
+  process.stdout.write(JSON.stringify({ id: msg.id, ...answer }) + "\n");
+});
+rl.on("close", () => {
+  quitting = true;
+  process.exit(0);
+});
