@@ -88,6 +88,9 @@ function historySize(event: MessageEvent): number {
   return 2 * (event.text.length + event.from.name.length) + 160;
 }
 
+/** How long a socket over `maxBufferedBytes` gets to drain before it counts as slow. */
+const SLOW_CONSUMER_GRACE_MS = 100;
+
 /** A queue this many times `maxBufferedBytes` closes the socket at once, without a grace turn. */
 const SLOW_CONSUMER_HARD_FACTOR = 4;
 
@@ -703,7 +706,8 @@ export class Hub {
     const limit = this.#options.maxBufferedBytes;
     if (buffered > limit) {
       // One event-loop turn can queue more than the limit before Deno writes anything, even
-      // for a fast reader: judge at the next turn, unless the queue is already far too long.
+      // for a fast reader, and a busy event loop may not let Deno write for a while: judge it
+      // SLOW_CONSUMER_GRACE_MS later, unless the queue is already far too long.
       if (buffered > SLOW_CONSUMER_HARD_FACTOR * limit) this.#dropSlow(socket);
       else this.#suspect(socket);
     }
@@ -718,7 +722,7 @@ export class Hub {
         if (s.bufferedAmount > this.#options.maxBufferedBytes) this.#dropSlow(s);
       }
       this.#suspects.clear();
-    }, 0);
+    }, SLOW_CONSUMER_GRACE_MS);
   }
 
   #dropSlow(socket: WebSocket): void {
