@@ -113,8 +113,11 @@ export function createHandler(deps: HandlerDeps): Handler {
       );
     }
     if (url.pathname === "/healthz") {
+      // 200 either way: without Redis the instance still serves its own rooms.
+      const backplane = hub.metrics.backplane();
       return json({
-        status: "ok",
+        status: backplane === "down" ? "degraded" : "ok",
+        ...(backplane === "off" ? {} : { backplane }),
         connections: hub.clusterConnections,
         rooms: hub.rooms,
         uptime: Math.round((Date.now() - startedAt) / 1000),
@@ -270,14 +273,18 @@ interface Admitted {
   grant?: Grant;
 }
 
-/** Reserve a connection slot, upgrade, and hand the socket to the hub. */
+/**
+ * Reserve a connection slot, upgrade, and hand the socket to the hub. The upgrade is answered
+ * once the hub has the room ready (with a Redis backplane: subscribed, history loaded), so the
+ * socket opens, and its member joins, with nothing missed.
+ */
 function accept(
   deps: HandlerDeps,
   on: Listeners,
   req: Request,
   refuse: Refuse,
   admitted: Admitted,
-): Response {
+): Response | Promise<Response> {
   const { hub, config } = deps;
   const { ip, url, mode, name, grant } = admitted;
   const admission = hub.admit(ip);
@@ -332,7 +339,8 @@ function accept(
   hub.register(member);
   attach(hub, on, member, url.searchParams.get("since") ?? undefined);
   if (grant?.expiresAt !== undefined) closeAtExpiry(hub, member, grant.expiresAt);
-  return response;
+  const ready = hub.ready(member.room);
+  return ready ? ready.then(() => response) : response;
 }
 
 /** Longest delay `setTimeout` honours; a longer one would fire at once. */
