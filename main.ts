@@ -6,7 +6,7 @@
 import meta from "./deno.json" with { type: "json" };
 import { KeyError, loadPublicKey, mintToken } from "./src/auth.ts";
 import { type Config, ConfigError, parseConfig, tokenUsage, usage } from "./src/config.ts";
-import { createApp } from "./src/app.ts";
+import { type BusFactory, createApp, redisBackplane } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 
@@ -35,8 +35,9 @@ function startSingle(
   tls: Tls | undefined,
   jwtPublicKeyPem: string | undefined,
   log: Logger,
+  bus: BusFactory | undefined,
 ): Running {
-  const { hub, handler } = createApp(config, { log, jwtPublicKeyPem });
+  const { hub, handler } = createApp(config, { log, jwtPublicKeyPem, bus });
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
@@ -48,7 +49,7 @@ function startSingle(
     async stop(code, reason) {
       log.info("shutting down", { connections: hub.connections });
       await hub.closeAll(code, reason);
-      hub.dispose();
+      await hub.dispose();
       await server.shutdown();
     },
   };
@@ -74,7 +75,7 @@ async function serve(config: Config): Promise<void> {
   try {
     running = config.workers > 1
       ? await startCluster(config, tls, jwtPublicKeyPem)
-      : startSingle(config, tls, jwtPublicKeyPem, log);
+      : startSingle(config, tls, jwtPublicKeyPem, log, await redisBackplane(config, log));
   } catch (err) {
     if (!isListenError(err)) throw err;
     console.error(

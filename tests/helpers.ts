@@ -92,7 +92,7 @@ export function startServer(
     ws: (path = "/") => `ws://127.0.0.1:${port}${path}`,
     async close() {
       await hub.closeAll(1001, "server shutting down");
-      hub.dispose();
+      await hub.dispose();
       await server.shutdown();
     },
   };
@@ -261,7 +261,7 @@ export const START_COMMAND = [
   "run",
   "--unstable-net",
   "--allow-net",
-  "--allow-env=PORT,CHORUS_*",
+  "--allow-env=PORT,CHORUS_*,REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS",
   "--allow-read=./src,./static",
   "main.ts",
 ];
