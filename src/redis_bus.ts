@@ -13,14 +13,18 @@ import type { Logger } from "./log.ts";
 import { C, type Metrics } from "./metrics.ts";
 import type { MessageEvent } from "./protocol.ts";
 
-/** How often an instance tells the others it is alive. */
-export const HEARTBEAT_MS = 2000;
+/** How often an instance tells the others (and itself) it is alive. */
+export const HEARTBEAT_MS = 1000;
 
-/** An instance not heard from for this long is gone: its members leave everywhere. */
-export const PEER_EXPIRY_MS = 6000;
+/**
+ * An instance silent for this long is gone: its members leave everywhere. Silent means: this
+ * instance has heard its own heartbeat back, sent more than this long after the other was
+ * last heard, so a backlog on this instance's own connection never expires anybody.
+ */
+export const PEER_EXPIRY_MS = 5000;
 
-/** How often silent instances are looked for: a dead one's members leave within expiry + this. */
-export const EXPIRY_CHECK_MS = 1000;
+/** A killed instance's members have left everywhere this long after it died, at the latest. */
+export const LEAVE_BOUND_MS = PEER_EXPIRY_MS + HEARTBEAT_MS;
 
 /**
  * How often an instance with members in a room renews its history's expiry. A stored history
@@ -43,6 +47,13 @@ export const MEMBERS_DELAY_MS = 250;
 /** Longest `close()` waits for unsent commands (the goodbye) before cutting the connections. */
 const CLOSE_TIMEOUT_MS = 1000;
 
+/**
+ * Commands node-redis may hold unanswered (Redis hung with the connection open); more are
+ * dropped. Commands have no timeout of their own: node-redis' default 5 s would silently drop
+ * messages queued while a busy event loop had no turn to write them.
+ */
+const MAX_QUEUED_COMMANDS = 100_000;
+
 /** Presence, heartbeats and resyncs of every instance: one channel all instances hear. */
 export const CONTROL_CHANNEL = "chorus:{control}";
 
@@ -56,11 +67,24 @@ export function historyKey(room: string): string {
   return `chorus:{${room}}:history`;
 }
 
+/**
+ * Store a chat message in its room's capped history and publish it, atomically and in one
+ * reply (a MULTI costs six). KEYS[1] is the history, ARGV the stored event, the cap, the
+ * expiry in ms, the channel and the published message.
+ */
+export const STORE_AND_PUBLISH = `redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('PUBLISH', ARGV[4], ARGV[5])`;
+
 /** The `node` of messages the bus makes up itself (stored history, resync requests). */
 export const BACKPLANE_NODE = "redis";
 
-/** What crosses Redis: the bus's messages plus the heartbeat, which stays in this module. */
-export type Wire = BusMessage | { t: "alive"; node: string };
+/**
+ * What crosses Redis: the bus's messages plus the heartbeat, which stays in this module; `at`
+ * is when its sender sent it, by the sender's clock (only the sender reads it).
+ */
+export type Wire = BusMessage | { t: "alive"; node: string; at: number };
 
 /**
  * A message as published: JSON with `node` first, so a receiver can skip its own echo without
@@ -125,7 +149,11 @@ export class RedisBus implements Bus {
   #self: string | undefined;
   /** How this node's messages start on the wire, to skip their echo. */
   #selfPrefix: string | undefined;
+  /** When this node sent the latest heartbeat it has heard back; see {@link PEER_EXPIRY_MS}. */
+  #echoAt: number | undefined;
   #up = false;
+  /** The SHA1 of {@link STORE_AND_PUBLISH} once Redis has it; EVAL with the text until then. */
+  #scriptSha: string | undefined;
   #everUp = false;
   #closed = false;
   #lastError = "";
@@ -152,6 +180,8 @@ export class RedisBus implements Bus {
       url: options.url,
       // While Redis is unreachable, commands fail at once instead of piling up in memory.
       disableOfflineQueue: true,
+      commandsQueueMaxLength: MAX_QUEUED_COMMANDS,
+      commandOptions: { timeout: 0 },
       socket: { reconnectStrategy: backoff, connectTimeout: 2000 },
     });
     this.#sub = this.#pub.duplicate();
@@ -161,7 +191,6 @@ export class RedisBus implements Bus {
       client.connect().catch((err: unknown) => this.#failed(err));
     }
     this.#every(HEARTBEAT_MS, () => this.#heartbeat());
-    this.#every(EXPIRY_CHECK_MS, () => this.#expire());
     if (options.history > 0) this.#every(HISTORY_REFRESH_MS, () => this.#refreshHistories());
   }
 
@@ -242,7 +271,10 @@ export class RedisBus implements Bus {
 
   /** A message from Redis: skip this node's echo, note who is alive, hand the rest to the hub. */
   readonly #listener = (payload: string): void => {
-    if (this.#selfPrefix !== undefined && payload.startsWith(this.#selfPrefix)) return;
+    if (this.#selfPrefix !== undefined && payload.startsWith(this.#selfPrefix)) {
+      if (payload.startsWith(`${this.#selfPrefix}"t":"alive"`)) this.#echo(payload);
+      return;
+    }
     let m: Wire;
     try {
       m = decode(payload);
@@ -340,21 +372,43 @@ export class RedisBus implements Bus {
     return this.#options.historyTtlMs + HISTORY_REFRESH_MS;
   }
 
-  /** A chat message: stored in the room's history and published, in one transaction. */
+  /**
+   * A chat message: stored in the room's history and published by {@link STORE_AND_PUBLISH}.
+   * Commands run in the order sent on one connection, so switching from EVAL to EVALSHA once
+   * the script is loaded keeps every sender's order.
+   */
   #sendMessage(m: Extract<BusMessage, { t: "message" }>): void {
     if (this.#options.history === 0) return this.#send(roomChannel(m.room), m);
     if (!this.#up) {
       this.#row[C.backplaneDropped]++;
       return;
     }
-    const key = historyKey(m.room);
-    this.#pub.multi()
-      .rPush(key, JSON.stringify(m.event))
-      .lTrim(key, -this.#options.history, -1)
-      .pExpire(key, this.#historyTtl())
-      .publish(roomChannel(m.room), encode(m))
-      .exec()
-      .catch((err: unknown) => this.#dropped(err));
+    const options = {
+      keys: [historyKey(m.room)],
+      arguments: [
+        JSON.stringify(m.event),
+        String(this.#options.history),
+        String(this.#historyTtl()),
+        roomChannel(m.room),
+        encode(m),
+      ],
+    };
+    const sha = this.#scriptSha;
+    (sha ? this.#pub.evalSha(sha, options) : this.#pub.eval(STORE_AND_PUBLISH, options))
+      .catch((err: unknown) => {
+        // Someone ran SCRIPT FLUSH: send the text again and reload the script.
+        if (err instanceof Error && err.message.startsWith("NOSCRIPT")) this.#loadScript();
+        this.#dropped(err);
+      });
+  }
+
+  #loadScript(): void {
+    this.#scriptSha = undefined;
+    if (this.#options.history === 0) return;
+    this.#pub.scriptLoad(STORE_AND_PUBLISH).then(
+      (sha: string) => this.#scriptSha = sha,
+      (err: unknown) => this.#failed(err),
+    );
   }
 
   #send(channel: string, m: Wire): void {
@@ -379,23 +433,27 @@ export class RedisBus implements Bus {
 
   #heartbeat(): void {
     if (this.#up && this.#self !== undefined) {
-      this.#send(CONTROL_CHANNEL, { t: "alive", node: this.#self });
+      this.#send(CONTROL_CHANNEL, { t: "alive", node: this.#self, at: Date.now() });
     }
   }
 
-  /** Declare instances gone that were not heard from for {@link PEER_EXPIRY_MS}. */
-  #expire(): void {
+  /**
+   * This node's heartbeat came back: everything published before it was sent has been heard,
+   * so an instance last heard {@link PEER_EXPIRY_MS} before that is gone.
+   */
+  #echo(payload: string): void {
+    const m = decode(payload);
+    if (m.t !== "alive" || m.at <= (this.#echoAt ?? -Infinity)) return;
+    this.#echoAt = m.at;
     const now = Date.now();
     for (const [node, at] of this.#expired) {
       if (now - at > 3600_000) this.#expired.delete(node); // long gone: forget it
     }
-    // While this instance is cut off it hears nobody; that says nothing about the others.
-    if (!this.#up) return;
     for (const [node, seen] of this.#peers) {
-      if (now - seen <= PEER_EXPIRY_MS) continue;
+      if (m.at - seen <= PEER_EXPIRY_MS) continue;
       this.#peers.delete(node);
       this.#expired.set(node, now);
-      this.#options.log.warn("instance expired", { node, silentMs: now - seen });
+      this.#options.log.warn("instance expired", { node, silentMs: m.at - seen });
       this.#receive?.({ t: "bye", node });
     }
   }
@@ -415,6 +473,7 @@ export class RedisBus implements Bus {
     if (up === this.#up) return;
     this.#up = up;
     this.#row[C.backplaneUp] = up ? 1 : 0;
+    this.#scriptSha = undefined; // a restarted Redis has no scripts
     const url = redactUrl(this.#options.url);
     if (!up) {
       if (!this.#closed) this.#options.log.warn("backplane lost", { url, error: this.#lastError });
@@ -438,6 +497,7 @@ export class RedisBus implements Bus {
     const now = Date.now();
     for (const node of this.#peers.keys()) this.#peers.set(node, now);
     this.#stray.clear();
+    this.#loadScript();
     try {
       await this.#sub.subscribe(CONTROL_CHANNEL, this.#listener);
     } catch (err) {
@@ -453,7 +513,7 @@ export class RedisBus implements Bus {
   #failed(err: unknown): void {
     if (this.#closed) return;
     this.#row[C.backplaneErrors]++;
-    this.#lastError = err instanceof Error ? err.message : String(err);
+    this.#lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     this.#options.log.debug("backplane error", { error: this.#lastError });
     this.#check();
   }
