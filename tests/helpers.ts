@@ -364,6 +364,8 @@ export interface RedisServer {
   port: number;
   /** `redis://127.0.0.1:PORT` */
   url: string;
+  /** The server's process id while it runs. */
+  pid(): number | undefined;
   /** Kill it at once (SIGKILL), as a crash would. */
   kill(): Promise<void>;
   /** Start it again on the same port, empty. */
@@ -410,5 +412,5 @@ export async function startRedis(port = freePort()): Promise<RedisServer> {
     child = undefined;
   };
   await start();
-  return { port, url: `redis://127.0.0.1:${port}`, kill, restart: start };
+  return { port, url: `redis://127.0.0.1:${port}`, pid: () => child?.pid, kill, restart: start };
 }
