@@ -463,3 +463,13 @@ Deno.test("an invalid --redis-url or CHORUS_REDIS_URL exits 2 with a one-line er
     assert.doesNotMatch(out.stderr, /hunter2/, "the password is never echoed");
   }
 });
+
+Deno.test("--redis-url without the Redis client's permissions exits 2 naming them", async () => {
+  const out = await runMain(["--redis-url", "redis://127.0.0.1:6390"]); // --allow-env=PORT,CHORUS_*
+  assert.equal(out.code, 2);
+  assert.equal(
+    out.stderr,
+    "chorus: --redis-url: the Redis client needs more permissions (grant " +
+      "--allow-env=REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS)\n",
+  );
+});
