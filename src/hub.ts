@@ -185,7 +185,8 @@ export class Hub {
 
   /**
    * Resolves once the bus carries `room` to this hub and its stored history is loaded, so a
-   * member joining then misses nothing; undefined when there is nothing to wait for.
+   * member joining then misses nothing; undefined when there is nothing to wait for. Never
+   * rejects.
    */
   ready(room: string): Promise<void> | undefined {
     return this.#preparing.get(room);
@@ -614,7 +615,7 @@ export class Hub {
 
   /** Start a room's history TTL once nobody on any hub is in it. */
   #markIfEmpty(room: string): void {
-    if (this.#rooms.has(room) || this.#remote.has(room)) return;
+    if (this.#rooms.has(room) || this.#remote.has(room) || this.#interest.has(room)) return;
     const history = this.#histories.get(room);
     if (history) history.emptySince = this.#options.now();
   }

@@ -402,6 +402,27 @@ redisTest(
 );
 
 redisTest(
+  "a stalled Redis delays a room's first join, not the upgrade; early frames follow in order",
+  async () => {
+    await withFleet(async (fleet) => {
+      const a = await fleet.start();
+      Deno.kill(fleet.redis.pid()!, "SIGSTOP"); // connections stay open, nothing is answered
+      try {
+        const started = Date.now();
+        const raw = await rawClient(ws(a, "/stalled"));
+        assert.ok(Date.now() - started < 1000, "the upgrade is answered at once");
+        for (const text of ["one", "two", "three"]) raw.send(text);
+        for (const text of ["one", "two", "three"]) assert.equal(await raw.text(), text);
+        assert.ok(Date.now() - started >= 1500, "relayed once the join gave up waiting (2 s)");
+        await raw.close();
+      } finally {
+        Deno.kill(fleet.redis.pid()!, "SIGCONT");
+      }
+    });
+  },
+);
+
+redisTest(
   "with --workers 2, each worker is an instance on Redis and nothing arrives twice",
   async () => {
     await withFleet(async (fleet) => {
