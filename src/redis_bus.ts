@@ -155,6 +155,8 @@ export class RedisBus implements Bus {
   /** The SHA1 of {@link STORE_AND_PUBLISH} once Redis has it; EVAL with the text until then. */
   #scriptSha: string | undefined;
   #everUp = false;
+  /** Set once the first failure to reach Redis at start has been logged. */
+  #warnedAtStart = false;
   #closed = false;
   #lastError = "";
   /** Rooms this instance has members in. */
@@ -515,6 +517,14 @@ export class RedisBus implements Bus {
     this.#row[C.backplaneErrors]++;
     this.#lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     this.#options.log.debug("backplane error", { error: this.#lastError });
+    if (!this.#everUp && !this.#warnedAtStart) {
+      // Never connected yet (wrong address, password, or Redis not up): say so once.
+      this.#warnedAtStart = true;
+      this.#options.log.warn("backplane unreachable", {
+        url: redactUrl(this.#options.url),
+        error: this.#lastError,
+      });
+    }
     this.#check();
   }
 

@@ -385,7 +385,7 @@ async function answersPing(port: number): Promise<boolean> {
     await conn.write(new TextEncoder().encode("PING\r\n"));
     const buf = new Uint8Array(64);
     const n = await conn.read(buf);
-    return n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith("+PONG");
+    return n !== null && /^(\+PONG|-NOAUTH)/.test(new TextDecoder().decode(buf.subarray(0, n)));
   } catch (err) {
     if (err instanceof Deno.errors.ConnectionReset) return false;
     throw err;
@@ -394,12 +394,18 @@ async function answersPing(port: number): Promise<boolean> {
   }
 }
 
-/** Start `redis-server` on a free port (or `port`) and wait until it answers PING. */
-export async function startRedis(port = freePort()): Promise<RedisServer> {
+/**
+ * Start `redis-server` on a free port (or `port`), with extra `args` (e.g. `--requirepass`), and
+ * wait until it answers PING (a `-NOAUTH` answer counts: it is up).
+ */
+export async function startRedis(port = freePort(), args: string[] = []): Promise<RedisServer> {
   let child: Deno.ChildProcess | undefined;
   const start = async () => {
     child = new Deno.Command("redis-server", {
-      args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      args: [
+        ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        ...args,
+      ],
       stdout: "null",
       stderr: "null",
     }).spawn();

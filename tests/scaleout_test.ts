@@ -442,6 +442,36 @@ redisTest(
   },
 );
 
+redisTest(
+  "a wrong Redis password: degraded, one warn line naming the cause, never the password",
+  async () => {
+    const redis = await startRedis(undefined, ["--requirepass", "right-password"]);
+    const main = await startMain([
+      "--redis-url",
+      `redis://:wrong-password@127.0.0.1:${redis.port}`,
+    ]);
+    try {
+      await waitFor(
+        async () => (await metric(main, "chorus_backplane_errors_total")) >= 2,
+        "retries",
+      );
+      assert.equal((await health(main)).status, "degraded");
+    } finally {
+      main.child.kill("SIGTERM");
+      const out = await main.output();
+      await redis.kill();
+      assert.equal(out.code, 0);
+      const warns = out.stderr.split("\n").filter((l) => l.includes("WARN"));
+      assert.equal(warns.length, 1, out.stderr);
+      assert.match(
+        warns[0],
+        /backplane unreachable url=redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ .*WRONGPASS/,
+      );
+      assert.doesNotMatch(out.stderr, /wrong-password/);
+    }
+  },
+);
+
 Deno.test("without --redis-url no backplane runs: /healthz and /metrics say nothing of Redis", async () => {
   const main = await startMain([], { CHORUS_REDIS_URL: "" });
   try {
