@@ -6,7 +6,7 @@
 import meta from "./deno.json" with { type: "json" };
 import { KeyError, loadPublicKey, mintToken } from "./src/auth.ts";
 import { type Config, ConfigError, parseConfig, tokenUsage, usage } from "./src/config.ts";
-import { createApp } from "./src/app.ts";
+import { type BusFactory, createApp, redisBackplane } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 
@@ -35,8 +35,9 @@ function startSingle(
   tls: Tls | undefined,
   jwtPublicKeyPem: string | undefined,
   log: Logger,
+  bus: BusFactory | undefined,
 ): Running {
-  const { hub, handler } = createApp(config, { log, jwtPublicKeyPem });
+  const { hub, handler } = createApp(config, { log, jwtPublicKeyPem, bus });
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
@@ -48,7 +49,7 @@ function startSingle(
     async stop(code, reason) {
       log.info("shutting down", { connections: hub.connections });
       await hub.closeAll(code, reason);
-      hub.dispose();
+      await hub.dispose();
       await server.shutdown();
     },
   };
@@ -57,6 +58,7 @@ function startSingle(
 async function serve(config: Config): Promise<void> {
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   const tls = readTls(config);
+  checkRedisPermissions(config);
   const jwtPublicKeyPem = await readJwtPublicKey(config);
   // Listen for signals before listening for clients, so no early signal is missed.
   let running: Running | undefined;
@@ -74,7 +76,7 @@ async function serve(config: Config): Promise<void> {
   try {
     running = config.workers > 1
       ? await startCluster(config, tls, jwtPublicKeyPem)
-      : startSingle(config, tls, jwtPublicKeyPem, log);
+      : startSingle(config, tls, jwtPublicKeyPem, log, await redisBackplane(config, log));
   } catch (err) {
     if (!isListenError(err)) throw err;
     console.error(
@@ -90,6 +92,33 @@ function isListenError(err: unknown): err is Error {
   return err instanceof ListenError || err instanceof Deno.errors.AddrInUse ||
     err instanceof Deno.errors.AddrNotAvailable || err instanceof Deno.errors.PermissionDenied ||
     err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.InvalidData;
+}
+
+/** Environment variables node-redis reads when it connects; `deno task start` grants them. */
+const REDIS_CLIENT_ENV = ["REDIS_DEBUG_MAINTENANCE", "REDIS_EMIT_DIAGNOSTICS"];
+
+/**
+ * With `--redis-url`, the permissions the Redis client needs are a configuration error (exit 2)
+ * when missing, rather than a backplane that retries for ever.
+ */
+function checkRedisPermissions(config: Config): void {
+  if (config.redisUrl === undefined) return;
+  const url = new URL(config.redisUrl);
+  const host = `${url.hostname}:${url.port || "6379"}`;
+  const env = REDIS_CLIENT_ENV.filter((variable) =>
+    Deno.permissions.querySync({ name: "env", variable }).state !== "granted"
+  );
+  const missing = [
+    ...(env.length > 0 ? [`--allow-env=${env.join(",")}`] : []),
+    ...(Deno.permissions.querySync({ name: "net", host }).state === "granted"
+      ? []
+      : [`--allow-net=${host}`]),
+  ];
+  if (missing.length === 0) return;
+  console.error(
+    `chorus: --redis-url: the Redis client needs more permissions (grant ${missing.join(" ")})`,
+  );
+  Deno.exit(2);
 }
 
 /** PEM certificate and key, as `Deno.serve` takes them. */

@@ -28,8 +28,8 @@ export interface Shared {
   index: number;
   /** The connection counts of {@link limiterTable}. */
   limiter: Int32Array;
-  /** The bus between the workers' hubs. */
-  bus: Bus;
+  /** The bus between the workers' hubs; none when each worker is on the Redis backplane. */
+  bus?: Bus;
 }
 
 /** Extra wiring that does not come from flags. */
@@ -41,13 +41,40 @@ export interface AppOptions {
   shared?: Shared;
   /** The PEM text of the `--jwt-public-key` file, which `main.ts` reads and checks. */
   jwtPublicKeyPem?: string;
+  /** Builds the hub's bus to other instances (see {@link redisBackplane}); wins over `shared.bus`. */
+  bus?: BusFactory;
+}
+
+/** Makes a bus that counts into the hub's metrics. */
+export type BusFactory = (metrics: Metrics) => Bus;
+
+/**
+ * The Redis backplane `--redis-url` asks for, or undefined without one. The Redis client is
+ * imported only then, so a single instance never loads it.
+ */
+export async function redisBackplane(
+  config: Config,
+  log: Logger,
+): Promise<BusFactory | undefined> {
+  const url = config.redisUrl;
+  if (url === undefined) return undefined;
+  const { RedisBus } = await import("./redis_bus.ts");
+  return (metrics) =>
+    new RedisBus({
+      url,
+      history: config.history,
+      historyTtlMs: config.historyTtl * 1000,
+      log,
+      metrics,
+    });
 }
 
 /** Build the hub and handler of one server from its config. */
 export function createApp(
   config: Config,
-  { log, now, shared, jwtPublicKeyPem }: AppOptions,
+  { log, now, shared, jwtPublicKeyPem, bus }: AppOptions,
 ): App {
+  const metrics = new Metrics(shared?.metrics, shared?.index);
   const hub = new Hub({
     history: config.history,
     historyTtlMs: config.historyTtl * 1000,
@@ -58,8 +85,8 @@ export function createApp(
       config.maxConnectionsPerIp,
       shared?.limiter,
     ),
-    metrics: new Metrics(shared?.metrics, shared?.index),
-    bus: shared?.bus,
+    metrics,
+    bus: bus?.(metrics) ?? shared?.bus,
     onDrop: (member, reason) =>
       log.warn("connection closed by policy", {
         reason,

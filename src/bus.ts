@@ -1,6 +1,7 @@
 /**
  * The bus between hubs that form one logical hub: the workers of one process
- * (`--workers`, over `BroadcastChannel`). Each hub fans out to its own sockets and publishes
+ * (`--workers`, over `BroadcastChannel`) or the instances sharing a Redis server
+ * (`--redis-url`, `src/redis_bus.ts`). Each hub fans out to its own sockets and publishes
  * what happened; the others replay it to theirs. Nothing is published when there is no bus.
  * @module
  */
@@ -26,15 +27,29 @@ export type BusMessage =
   | { t: "sync"; node: string }
   /** Every member of the publishing hub, by room; replaces what was known of that node. */
   | { t: "members"; node: string; rooms: [room: string, members: RemoteMember[]][] }
-  /** A hub is stopping: its members are gone. */
-  | { t: "bye"; node: string };
+  /** A hub is stopping, or stopped answering (heartbeat expired): its members are gone. */
+  | { t: "bye"; node: string }
+  /**
+   * A room's history as a bus that stores one (Redis) holds it, plus what crossed the bus while
+   * it was read: it replaces the hub's copy. Sent by the bus itself, from {@link Bus.watch}.
+   */
+  | { t: "history"; node: string; room: string; events: MessageEvent[] };
 
 /** A transport for {@link BusMessage}s; delivery is in order per publisher. */
 export interface Bus {
   publish(message: BusMessage): void;
   /** Set the one receiver of messages from other hubs. */
   subscribe(receive: (message: BusMessage) => void): void;
-  close(): void;
+  /** Leave the bus; a bus that must flush what was published resolves when it has. */
+  close(): void | Promise<void>;
+  /**
+   * Only on buses that carry a room's messages to the hubs that ask for them (Redis): start
+   * receiving `room` and deliver its stored `history`. Resolves when both are done, or at once
+   * when the bus is down; it never rejects. Without it, a hub receives every room.
+   */
+  watch?(room: string): Promise<void>;
+  /** Stop receiving a room's messages (its last member on this hub left). */
+  unwatch?(room: string): void;
 }
 
 /** The bus between the workers of one process. */

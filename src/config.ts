@@ -60,6 +60,8 @@ export interface Config {
   jwtIssuer: string | undefined;
   /** Seconds of clock difference tolerated on `exp` and `nbf`, since clocks are never in step. */
   jwtClockSkew: number;
+  /** Redis server whose pub/sub joins several instances into one hub; none runs a single instance. */
+  redisUrl: string | undefined;
 }
 
 /** The defaults table: every limit has a name and a value here, and the docs copy it. */
@@ -88,6 +90,7 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   jwtAudience: undefined,
   jwtIssuer: undefined,
   jwtClockSkew: 30,
+  redisUrl: undefined,
 });
 
 /** Thrown for bad flags or environment values; `main.ts` prints its message and exits 2. */
@@ -167,6 +170,27 @@ export const MIN_API_KEY_LENGTH = 16;
 
 /** Smallest `--jwt-secret`: HS256 wants a key at least as long as its 256-bit hash. */
 export const MIN_JWT_SECRET_LENGTH = 32;
+
+/**
+ * A `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` URL, normalised. The error never repeats the
+ * value, which may carry a password.
+ */
+const redisUrl: Parser<string | undefined> = (raw, label) => {
+  const wrong = (why: string) =>
+    new ConfigError(`${label}: expected redis://HOST:PORT[/DB], ${why}`);
+  let url: URL;
+  try {
+    url = new URL(raw.trim());
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    throw wrong("got something that is not a URL");
+  }
+  if (url.protocol !== "redis:") throw wrong(`got the scheme ${url.protocol}`);
+  if (url.hostname === "") throw wrong("got no host");
+  if (url.search !== "" || url.hash !== "") throw wrong("got a query or fragment");
+  if (!/^(\/(\d{1,5})?)?$/.test(url.pathname)) throw wrong("got a path that is not a DB number");
+  return url.href.replace(/\/$/, "");
+};
 
 function option<K extends keyof Config>(spec: OptionSpec<K>): OptionSpec<K> {
   return spec;
@@ -344,6 +368,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     description: "clock difference tolerated on a token's exp and nbf",
     parse: integer(0, 3600),
+  }),
+  option({
+    key: "redisUrl",
+    flag: "redis-url",
+    valueName: "URL",
+    description: "Redis server that joins instances into one hub (redis://HOST:PORT[/DB])",
+    parse: redisUrl,
   }),
 ];
 

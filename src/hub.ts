@@ -2,8 +2,8 @@
  * Rooms and fan-out. A room is two `Set<WebSocket>`s (raw and `chorus.v1` sockets); the
  * hub relays every message to the sockets of its room that are `OPEN`, keeps each room's
  * recent chat history, and drops a room the moment its last member leaves. Given a
- * {@link Bus}, hubs of several workers act as one: each publishes what its members do and
- * replays what the others publish.
+ * {@link Bus}, hubs of several workers or instances act as one: each publishes what its
+ * members do and replays what the others publish.
  * @module
  */
 import type { Bus, BusMessage, RemoteMember } from "./bus.ts";
@@ -29,7 +29,7 @@ export interface HubOptions {
   limiter?: ConnectionLimiter;
   /** Counters to count into; a private set when omitted. */
   metrics?: Metrics;
-  /** Other hubs of the same server; none for a single process. */
+  /** Other hubs of the same server, or of other instances; none for a single process. */
   bus?: Bus;
   /** Told about every connection the hub itself closes, e.g. to log it. */
   onDrop?: (member: Member, reason: DisconnectReason) => void;
@@ -120,6 +120,10 @@ export class Hub {
   #suspectTimer: ReturnType<typeof setTimeout> | undefined;
   /** Sockets the server closed whose peers have not finished closing: they keep their slot. */
   readonly #closing = new Map<WebSocket, { ip: string; timer: ReturnType<typeof setTimeout> }>();
+  /** Members (joined or not) per room, for a bus that carries only watched rooms. */
+  readonly #interest = new Map<string, number>();
+  /** Rooms whose {@link Bus.watch} has not resolved yet. */
+  readonly #preparing = new Map<string, Promise<void>>();
   readonly #options: Required<Omit<HubOptions, "bus">>;
   readonly #bus: Bus | undefined;
   /** Counters of this hub, for `/metrics`. */
@@ -188,6 +192,16 @@ export class Hub {
   register(member: Member): void {
     this.#members.set(member.socket, member);
     this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]++;
+    this.#watch(member.room);
+  }
+
+  /**
+   * Resolves once the bus carries `room` to this hub and its stored history is loaded, so a
+   * member joining then misses nothing; undefined when there is nothing to wait for. Never
+   * rejects.
+   */
+  ready(room: string): Promise<void> | undefined {
+    return this.#preparing.get(room);
   }
 
   /** The member of a socket, while it is in the hub. */
@@ -260,6 +274,7 @@ export class Hub {
       return undefined;
     }
     this.#members.delete(socket);
+    this.#unwatch(member.room);
     this.#suspects.delete(socket);
     if (reason === "client" || reason === "idle" || reason === "shutdown") {
       this.#options.limiter.release(member.ip);
@@ -407,14 +422,17 @@ export class Hub {
       .finally(() => clearTimeout(timer));
   }
 
-  /** Stop background timers and leave the bus; the hub must not be used afterwards. */
-  dispose(): void {
+  /**
+   * Stop background timers and leave the bus; the hub must not be used afterwards. Resolves
+   * when the bus has sent the goodbye.
+   */
+  async dispose(): Promise<void> {
     clearInterval(this.#sweepTimer);
     clearTimeout(this.#suspectTimer);
     clearTimeout(this.#flushTimer);
     for (const socket of [...this.#closing.keys()]) this.#released(socket);
     this.#bus?.publish({ t: "bye", node: this.node });
-    this.#bus?.close();
+    await this.#bus?.close();
   }
 
   /** Drop histories of rooms that have been empty for longer than the TTL. */
@@ -501,14 +519,82 @@ export class Hub {
         this.#bus?.publish({ t: "members", node: this.node, rooms: this.#snapshot() });
         return;
       case "members":
-        this.#forgetNode(m.node, false);
-        for (const [room, members] of m.rooms) {
-          for (const member of members) this.#addRemote(room, { ...member, node: m.node });
-        }
-        return;
+        return this.#replaceNode(m.node, m.rooms);
       case "bye":
         return this.#forgetNode(m.node, true);
+      case "history":
+        return this.#replaceHistory(m.room, m.events);
     }
+  }
+
+  /**
+   * Take a hub's full member list in place of what was known of it, telling local members
+   * who joined or left meanwhile (e.g. while the bus was down); a new hub's list tells nobody.
+   */
+  #replaceNode(node: string, rooms: [string, RemoteMember[]][]): void {
+    const before = new Map<string, Remote>();
+    for (const [room, members] of this.#remote) {
+      for (const m of members.values()) if (m.node === node) before.set(`${room}\n${m.id}`, m);
+    }
+    this.#forgetNode(node, false);
+    for (const [roomName, members] of rooms) {
+      const room = this.#rooms.get(roomName);
+      for (const member of members) {
+        this.#addRemote(roomName, { ...member, node });
+        const key = `${roomName}\n${member.id}`;
+        const old = before.get(key);
+        before.delete(key);
+        if (!room) continue;
+        if (!old) this.#toChat(room, { type: "join", id: member.id, name: member.name });
+        else if (old.name !== member.name) {
+          this.#toChat(room, {
+            type: "rename",
+            id: member.id,
+            name: member.name,
+            oldName: old.name,
+          });
+        }
+      }
+    }
+    for (const [key, gone] of before) {
+      const room = this.#rooms.get(key.slice(0, key.indexOf("\n")));
+      if (room) this.#toChat(room, { type: "leave", id: gone.id, name: gone.name });
+    }
+  }
+
+  /** Replace a room's kept messages with the bus's stored history (already merged by it). */
+  #replaceHistory(room: string, events: MessageEvent[]): void {
+    const old = this.#histories.get(room);
+    if (old) {
+      this.#histories.delete(room);
+      this.#historyBytes -= old.bytes;
+    }
+    for (const event of events) this.#remember(room, event);
+  }
+
+  /** Count a member of `room` on this hub; the first asks the bus for the room. */
+  #watch(room: string): void {
+    if (!this.#bus?.watch) return;
+    const n = this.#interest.get(room) ?? 0;
+    this.#interest.set(room, n + 1);
+    if (n > 0) return;
+    const done = this.#bus.watch(room).finally(() => {
+      if (this.#preparing.get(room) === done) this.#preparing.delete(room);
+    });
+    this.#preparing.set(room, done);
+  }
+
+  /** Uncount a member of `room`; when none is left, the bus may stop carrying it. */
+  #unwatch(room: string): void {
+    const n = this.#interest.get(room);
+    if (n === undefined) return; // the bus carries every room
+    if (n > 1) {
+      this.#interest.set(room, n - 1);
+      return;
+    }
+    this.#interest.delete(room);
+    this.#preparing.delete(room);
+    this.#bus?.unwatch?.(room);
   }
 
   #snapshot(): [string, RemoteMember[]][] {
@@ -566,7 +652,7 @@ export class Hub {
 
   /** Start a room's history TTL once nobody on any hub is in it. */
   #markIfEmpty(room: string): void {
-    if (this.#rooms.has(room) || this.#remote.has(room)) return;
+    if (this.#rooms.has(room) || this.#remote.has(room) || this.#interest.has(room)) return;
     const history = this.#histories.get(room);
     if (history) history.emptySince = this.#options.now();
   }

@@ -44,9 +44,17 @@ export const C = {
   bytesOut: 3,
   rawConnections: 4,
   chatConnections: 5,
+  /** 1 in the row of a hub with a Redis backplane (`--redis-url`), so `/metrics` shows it. */
+  backplaneOn: 6,
+  /** 1 while that backplane's Redis connections are up. */
+  backplaneUp: 7,
+  backplaneErrors: 8,
+  backplaneReconnects: 9,
+  /** Bus messages not sent because Redis was unreachable. */
+  backplaneDropped: 10,
 } as const;
 
-const DISCONNECT_BASE = 6;
+const DISCONNECT_BASE = 11;
 const REFUSE_BASE = DISCONNECT_BASE + DISCONNECT_REASONS.length;
 
 /** Numbers per row: the counters and gauges above, then one per disconnect and refuse reason. */
@@ -77,6 +85,20 @@ export class Metrics {
   /** Count one refused upgrade. */
   refuse(reason: RefuseReason): void {
     this.row[REFUSE_BASE + REFUSE_REASONS.indexOf(reason)]++;
+  }
+
+  /**
+   * The Redis backplane of this server: `off` without one, `down` while any hub's Redis
+   * connections are (`/healthz` then says `degraded`), `up` otherwise.
+   */
+  backplane(): "off" | "up" | "down" {
+    let on = false;
+    for (let r = 0; r < this.#table.length; r += ROW_LENGTH) {
+      if (this.#table[r + C.backplaneOn] !== 1) continue;
+      if (this.#table[r + C.backplaneUp] !== 1) return "down";
+      on = true;
+    }
+    return on ? "up" : "off";
   }
 
   /** Sum of slot `i` over every row of the table. */
@@ -128,6 +150,27 @@ export class Metrics {
       "WebSocket upgrades refused before a socket was created, by reason.",
       REFUSE_REASONS.map((r, i) => [`{reason="${r}"}`, this.#sum(REFUSE_BASE + i)]),
     );
+    const backplane = this.backplane();
+    if (backplane !== "off") {
+      metric("chorus_backplane_up", "gauge", "1 while the Redis backplane is connected.", [
+        ["", backplane === "up" ? 1 : 0],
+      ]);
+      metric("chorus_backplane_errors_total", "counter", "Errors reported by the Redis client.", [
+        ["", this.#sum(C.backplaneErrors)],
+      ]);
+      metric(
+        "chorus_backplane_reconnects_total",
+        "counter",
+        "Times the Redis backplane came back after being lost.",
+        [["", this.#sum(C.backplaneReconnects)]],
+      );
+      metric(
+        "chorus_backplane_dropped_total",
+        "counter",
+        "Messages for other instances dropped because Redis was unreachable.",
+        [["", this.#sum(C.backplaneDropped)]],
+      );
+    }
     return out.join("\n") + "\n";
   }
 }

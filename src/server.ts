@@ -113,8 +113,11 @@ export function createHandler(deps: HandlerDeps): Handler {
       );
     }
     if (url.pathname === "/healthz") {
+      // 200 either way: without Redis the instance still serves its own rooms.
+      const backplane = hub.metrics.backplane();
       return json({
-        status: "ok",
+        status: backplane === "down" ? "degraded" : "ok",
+        ...(backplane === "off" ? {} : { backplane }),
         connections: hub.clusterConnections,
         rooms: hub.rooms,
         uptime: Math.round((Date.now() - startedAt) / 1000),
@@ -370,12 +373,16 @@ const IDLE_CLOSE_REASON = "No response from ping frame.";
 interface Listeners {
   message(this: WebSocket, e: MessageEvent<string | ArrayBuffer>): void;
   close(this: WebSocket, e: CloseEvent): void;
+  /** Frames of open sockets whose join waits for their room (see {@link attach}). */
+  early: Map<WebSocket, (string | ArrayBuffer)[]>;
 }
 
 function listeners(deps: HandlerDeps): Listeners {
   const { hub, log, config } = deps;
   const row = hub.metrics.row;
+  const early = new Map<WebSocket, (string | ArrayBuffer)[]>();
   return {
+    early,
     message(e) {
       const member = hub.memberOf(this);
       if (!member) return;
@@ -392,10 +399,12 @@ function listeners(deps: HandlerDeps): Listeners {
         }
         return hub.reject(member, protocolError("rate_limited", "too many messages; slow down"));
       }
-      if (member.mode === "raw") hub.relayRaw(member, data);
-      else onChatFrame(hub, member, data);
+      const waiting = early.get(this);
+      if (waiting) waiting.push(data);
+      else act(hub, member, data);
     },
     close(e) {
+      early.delete(this);
       const idle = e.reason === IDLE_CLOSE_REASON;
       const member = hub.leave(this, idle ? "idle" : "client");
       if (member && idle) {
@@ -405,10 +414,33 @@ function listeners(deps: HandlerDeps): Listeners {
   };
 }
 
+/** Relay or interpret a frame that passed the size and rate checks. */
+function act(hub: Hub, member: Member, data: string | ArrayBuffer): void {
+  if (member.mode === "raw") hub.relayRaw(member, data);
+  else onChatFrame(hub, member, data);
+}
+
+/**
+ * Wire a socket's listeners. It joins its room when it opens; when the hub must first make the
+ * room ready (a Redis backplane subscribing and loading history, for the room's first member
+ * here), the join waits for that, and the frames the client sends meanwhile are relayed after
+ * it, in order. The upgrade itself is answered at once: Deno cannot tell a waiting handler
+ * that its client left, and a socket upgraded for a gone client never opens nor closes.
+ */
 function attach(hub: Hub, on: Listeners, member: Member, since: string | undefined): void {
   const { socket } = member;
   socket.binaryType = "arraybuffer";
-  socket.addEventListener("open", () => hub.join(member, since), { once: true });
+  socket.addEventListener("open", () => {
+    const ready = hub.ready(member.room);
+    if (!ready) return hub.join(member, since);
+    on.early.set(socket, []);
+    void ready.then(() => {
+      const frames = on.early.get(socket) ?? [];
+      on.early.delete(socket);
+      hub.join(member, since);
+      if (member.joined) { for (const data of frames) act(hub, member, data); }
+    });
+  }, { once: true });
   socket.addEventListener("message", on.message);
   socket.addEventListener("close", on.close);
 }

@@ -5,7 +5,7 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { createApp } from "./app.ts";
+import { createApp, redisBackplane } from "./app.ts";
 import { BroadcastChannelBus } from "./bus.ts";
 import type { Config } from "./config.ts";
 import { createLogger } from "./log.ts";
@@ -48,14 +48,18 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
   }
   const { config } = m;
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
+  // With --redis-url each worker is an instance of its own on the backplane, which already
+  // carries everything between them: no BroadcastChannel too, or workers would hear it twice.
+  const bus = await redisBackplane(config, log);
   const { hub, handler } = createApp(config, {
     log,
     jwtPublicKeyPem: m.jwtPublicKeyPem,
+    bus,
     shared: {
       metrics: m.metrics,
       index: m.index,
       limiter: m.limiter,
-      bus: new BroadcastChannelBus(m.busName),
+      bus: bus ? undefined : new BroadcastChannelBus(m.busName),
     },
   });
   try {
@@ -68,12 +72,12 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
     }, handler);
     stop = async (code, reason) => {
       await hub.closeAll(code, reason);
-      hub.dispose();
+      await hub.dispose();
       await server.shutdown();
     };
   } catch (err) {
     if (!(err instanceof Error)) throw err;
-    hub.dispose();
+    await hub.dispose();
     post({ type: "failed", message: err.message.split("\n")[0] });
   }
 };

@@ -67,6 +67,7 @@ const SAMPLES: Record<keyof Config, [string, unknown]> = {
   jwtAudience: ["chorus-clients", "chorus-clients"],
   jwtIssuer: ["https://auth.example", "https://auth.example"],
   jwtClockSkew: ["5", 5],
+  redisUrl: ["redis://127.0.0.1:6380/2", "redis://127.0.0.1:6380/2"],
 };
 
 /** An invalid raw value for each option (none for the free-text ones except blank). */
@@ -95,6 +96,7 @@ const INVALID: Record<keyof Config, string[]> = {
   jwtAudience: ["  "],
   jwtIssuer: ["  "],
   jwtClockSkew: ["3601", "-1", "5s"],
+  redisUrl: ["127.0.0.1:6379", "http://h:6379", "redis://", "redis://h/db", "redis://h?x=1"],
 };
 
 /** Flags that must be given with a partner to parse on their own. */
@@ -141,6 +143,7 @@ Deno.test("no flags and no environment give exactly DEFAULTS", () => {
     jwtAudience: undefined,
     jwtIssuer: undefined,
     jwtClockSkew: 30,
+    redisUrl: undefined,
   });
   assert.ok(Object.isFrozen(DEFAULTS));
 });

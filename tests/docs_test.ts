@@ -30,3 +30,9 @@ Deno.test("docs/protocol.md documents every error code the server can send", asy
     assert.ok(doc.includes(`\`${code}\``), `docs/protocol.md mentions ${code}`);
   }
 });
+
+Deno.test("the tests start main.ts exactly as deno task start does", async () => {
+  const { START_COMMAND } = await import("./helpers.ts");
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  assert.equal(config.tasks.start, ["deno", ...START_COMMAND.slice(1)].join(" "));
+});
