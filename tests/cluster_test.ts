@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   chatClient,
   type Client,
+  exchangeInOrder,
   type MainProcess,
   rawClient,
   startMain,
@@ -34,17 +35,7 @@ Deno.test("with --workers 2, 40 raw clients spread over both workers hear every 
     const clients = await Promise.all(Array.from({ length: n }, () => rawClient(ws("/spread"))));
     // Presence crosses workers on the bus; wait until every worker counts everyone.
     await waitFor(async () => (await health(main)).connections === n, "every worker sees 40");
-    clients.forEach((c, i) => {
-      for (let k = 0; k < perSender; k++) c.send(`${i}:${k}`);
-    });
-    await Promise.all(clients.map(async (c) => {
-      const next = new Array(n).fill(0);
-      for (let j = 0; j < n * perSender; j++) {
-        const [from, seq] = (await c.text()).split(":").map(Number);
-        assert.equal(seq, next[from], `sender ${from} in order`);
-        next[from]++;
-      }
-    }));
+    await exchangeInOrder(clients, perSender);
     const metrics = await (await fetch(`${main.url}metrics`)).text();
     assert.match(metrics, /^chorus_connections\{mode="raw"\} 40$/m);
     assert.match(metrics, /^chorus_messages_received_total 120$/m);

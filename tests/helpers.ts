@@ -151,6 +151,27 @@ export class Client {
   }
 }
 
+/**
+ * Every client sends `perSender` messages `"i:k"`; resolves once every client has received all
+ * of them, failing at the first message out of order for its sender.
+ */
+export async function exchangeInOrder(clients: Client[], perSender: number): Promise<void> {
+  const n = clients.length;
+  clients.forEach((c, i) => {
+    for (let k = 0; k < perSender; k++) c.send(`${i}:${k}`);
+  });
+  await Promise.all(clients.map(async (c) => {
+    const next = new Array(n).fill(0);
+    for (let j = 0; j < n * perSender; j++) {
+      const [from, seq] = (await c.text()).split(":").map(Number);
+      if (seq !== next[from]) {
+        throw new Error(`sender ${from}: got message ${seq}, expected ${next[from]}`);
+      }
+      next[from]++;
+    }
+  }));
+}
+
 /** Connect a raw-mode client and wait until it is open. */
 export async function rawClient(url: string): Promise<Client> {
   const c = new Client(url);

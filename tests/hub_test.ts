@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 // @ts-types="@types/ws"
 import WebSocketNode from "ws";
-import { chatClient, type Event, Inbox, rawClient, startServer, waitFor } from "./helpers.ts";
+import {
+  chatClient,
+  type Event,
+  exchangeInOrder,
+  Inbox,
+  rawClient,
+  startServer,
+  waitFor,
+} from "./helpers.ts";
 
 Deno.test("a raw broadcast reaches every socket in the room, sender included, and no other room", async () => {
   const server = await startServer();
@@ -101,18 +109,7 @@ Deno.test("200 clients exchanging messages lose none and keep per-sender order",
       Array.from({ length: n }, () => rawClient(server.ws("/crowd"))),
     );
     await waitFor(() => server.hub.connections === n, `${n} connections`);
-    clients.forEach((c, i) => {
-      for (let k = 0; k < perSender; k++) c.send(`${i}:${k}`);
-    });
-    await Promise.all(clients.map(async (c) => {
-      const next = new Array(n).fill(0);
-      for (let j = 0; j < n * perSender; j++) {
-        const [from, seq] = (await c.text()).split(":").map(Number);
-        assert.equal(seq, next[from], `sender ${from} in order`);
-        next[from]++;
-      }
-      assert.ok(next.every((v) => v === perSender), "every message arrived");
-    }));
+    await exchangeInOrder(clients, perSender);
   } finally {
     await server.close();
   }
