@@ -438,12 +438,15 @@ export class Hub {
   /** Drop histories of rooms that have been empty for longer than the TTL. */
   sweepHistory(): void {
     const cutoff = this.#options.now() - this.#options.historyTtlMs;
-    for (const [room, h] of this.#histories) {
-      if (h.emptySince !== null && h.emptySince <= cutoff) {
-        this.#histories.delete(room);
-        this.#historyBytes -= h.bytes;
-      }
-    }
+    for (const [room, h] of this.#histories) this.#expire(room, h, cutoff);
+  }
+
+  /** Drop one room's history if it has been empty since before `cutoff`; true if dropped. */
+  #expire(room: string, h: History, cutoff: number): boolean {
+    if (h.emptySince === null || h.emptySince > cutoff) return false;
+    this.#histories.delete(room);
+    this.#historyBytes -= h.bytes;
+    return true;
   }
 
   /**
@@ -665,9 +668,11 @@ export class Hub {
     this.#toChat(room, event);
   }
 
+  /** A room's history unless it expired; the timer sweeps the other rooms. */
   #historyOf(room: string): History | undefined {
-    this.sweepHistory();
-    return this.#histories.get(room);
+    const h = this.#histories.get(room);
+    const cutoff = this.#options.now() - this.#options.historyTtlMs;
+    return h && !this.#expire(room, h, cutoff) ? h : undefined;
   }
 
   #remember(room: string, event: MessageEvent): void {
