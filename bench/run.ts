@@ -31,7 +31,8 @@ const SATURATED = 0.9;
 const GROUPS = ["fanout", "chat", "idle", "stall"] as const;
 
 type Group = typeof GROUPS[number];
-type ServerKind = "chorus" | "ws";
+/** chorus; the classic Node `ws` example (the baseline); the naive Deno hub (Deno's own cost). */
+type ServerKind = "chorus" | "ws" | "deno";
 type Mode = "raw" | "chat";
 
 // ------------------------------------------------------------------------------ options
@@ -58,13 +59,14 @@ interface Options {
 
 const HELP = `Usage: deno task bench [flags]
 
-Benchmarks chorus against the classic Node "ws" broadcast server, in the same run.
+Benchmarks chorus against the classic Node "ws" broadcast server and a naive Deno hub,
+in the same run.
 
   --full               larger scenarios: 10,000 subscribers, 19,000 idle connections,
                        1,000 subscribers and 20 s in the stall, 10 s windows, 3 runs
   --runs N             runs of each case; tables show medians (quick 1, full 3)
   --only LIST          scenario groups: fanout, chat, idle, stall (default all)
-  --servers LIST       chorus, ws (default both)
+  --servers LIST       chorus, ws, deno (default all three)
   --warmup S           seconds of load before each window (quick 1, full 2)
   --measure S          seconds of each measurement window (quick 3, full 10)
   --fanout LIST        fan-out subscriber counts (quick 100,1000,5000; full adds 10000)
@@ -135,7 +137,7 @@ function parseOptions(args: string[]): Options {
     full,
     runs: num("runs", values.runs, full ? 3 : 1, 1, 20),
     only: words("only", values.only, GROUPS),
-    servers: words("servers", values.servers, ["chorus", "ws"] as const),
+    servers: words("servers", values.servers, ["chorus", "ws", "deno"] as const),
     warmup: num("warmup", values.warmup, full ? 2 : 1, 0, 60),
     measure: num("measure", values.measure, full ? 10 : 3, 1, 120),
     fanout: ints(
@@ -256,6 +258,25 @@ async function memory(pid: number): Promise<{ rss: number; peak: number }> {
   return { rss: field("VmRSS"), peak: field("VmHWM") };
 }
 
+/**
+ * Resident KiB of a process' malloc heap (`[heap]`: the main thread's allocations, where
+ * Deno's and Node's per-socket native structures live) and of its other anonymous memory (the
+ * JavaScript heap, thread stacks and other threads' allocations), from `/proc/<pid>/smaps`.
+ */
+async function memoryParts(pid: number): Promise<{ heap: number; anon: number }> {
+  let heap = 0, anon = 0, kind: "heap" | "anon" | null = null;
+  for (const line of (await output("cat", [`/proc/${pid}/smaps`])).split("\n")) {
+    const map = line.match(/^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/);
+    if (map) kind = map[1] === "[heap]" ? "heap" : map[1] === "" ? "anon" : null;
+    else if (kind && line.startsWith("Rss:")) {
+      const kib = Number(line.split(/\s+/)[1]);
+      if (kind === "heap") heap += kib;
+      else anon += kib;
+    }
+  }
+  return { heap, anon };
+}
+
 /** Busy CPU seconds of the whole machine, all cores together. */
 async function machineBusy(): Promise<number> {
   const f = (await output("cat", ["/proc/stat"])).split("\n")[0].trim().split(/\s+/).slice(1)
@@ -312,6 +333,8 @@ class Server {
   static async start(kind: ServerKind, bin: Binaries): Promise<Server> {
     const proc = kind === "chorus"
       ? spawn(Deno.execPath(), bin.chorus, "null", bin.chorusDir)
+      : kind === "deno"
+      ? spawn(Deno.execPath(), ["run", "--allow-net", `${BENCH}deno-server.ts`, "0"], "null")
       : spawn(bin.node, [`${BENCH}ws-server.mjs`, "0"], "null");
     const lines: string[] = [];
     const port = new Promise<number>((resolve) => {
@@ -774,6 +797,7 @@ function idle(count: number): Case["run"] {
     const { server } = ctx;
     await sleep(500);
     const before = (await memory(server.pid)).rss;
+    const partsBefore = await memoryParts(server.pid);
     const procs = Math.max(1, Math.ceil(count / IDLE_PER_LOADGEN));
     const lgs = startLoadgens(
       ctx,
@@ -797,6 +821,7 @@ function idle(count: number): Case["run"] {
     const connected = answers.reduce((s, x) => s + x.opened, 0);
     await sleep(2000);
     const after = await memory(server.pid);
+    const parts = await memoryParts(server.pid);
     const open = (await Promise.all(lgs.map((l) => l.send("mark")))).reduce(
       (s, x) => s + x.open,
       0,
@@ -806,6 +831,8 @@ function idle(count: number): Case["run"] {
     return {
       connections: connected,
       kibPerConn: connected > 0 ? (after.rss - before) / connected : null,
+      heapKibPerConn: connected > 0 ? (parts.heap - partsBefore.heap) / connected : null,
+      anonKibPerConn: connected > 0 ? (parts.anon - partsBefore.anon) / connected : null,
       connectPerSec: connected / w.seconds,
       serverCpuSecPer1k: connected > 0 ? (b.server - a.server) / connected * 1000 : null,
       rssBeforeMiB: before / 1024,
@@ -915,7 +942,10 @@ function sizeLabel(bytes: number): string {
 function cases(opts: Options): Case[] {
   const out: Case[] = [];
   const variants = (modes: Mode[]): [ServerKind, Mode][] =>
-    ([["ws", "raw"], ["chorus", "raw"], ["chorus", "chat"]] as [ServerKind, Mode][])
+    ([["ws", "raw"], ["deno", "raw"], ["chorus", "raw"], ["chorus", "chat"]] as [
+      ServerKind,
+      Mode,
+    ][])
       .filter(([s, m]) => opts.servers.includes(s) && modes.includes(m));
   const add = (group: Group, scenario: string, modes: Mode[], run: (m: Mode) => Case["run"]) => {
     for (const [server, mode] of variants(modes)) {
@@ -994,7 +1024,8 @@ function fmt(v: number | null, digits = 0): string {
 }
 
 function serverLabel(r: { server: ServerKind; mode: Mode }): string {
-  return r.server === "ws" ? "ws" : r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw";
+  if (r.server !== "chorus") return r.server === "ws" ? "ws" : "naive Deno";
+  return r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw";
 }
 
 interface Column {
@@ -1004,21 +1035,30 @@ interface Column {
   pct?: boolean;
   /** False where a ratio to ws means nothing (inputs, the load generators, the host). */
   ratio?: boolean;
+  /** Show only the ratio to this server's row instead of the figure and its ratio to ws. */
+  vs?: ServerKind;
 }
 
-/** One row per server of each scenario; chorus figures carry their ratio to the ws row. */
+/** One row per server of each scenario; other servers' figures carry their ratio to ws. */
 function table(results: Result[], columns: Column[]): string {
   const head = ["scenario", "server", ...columns.map((c) => c.title)];
   const rows: string[][] = [];
   let last = "";
   for (const r of results) {
-    const ws = results.find((x) => x.scenario === r.scenario && x.server === "ws");
+    const row = (kind: ServerKind) =>
+      results.find((x) => x.scenario === r.scenario && x.server === kind);
+    const ws = row("ws");
     const cells = columns.map((c) => {
       const raw = r.median[c.key];
       if (Array.isArray(raw)) {
         return raw.length ? raw.map((v) => typeof v === "number" ? pct(v) : v).join(" · ") : "–";
       }
       const v = numberOf(r.median, c.key);
+      if (c.vs) {
+        const other = row(c.vs);
+        const base = other && other !== r ? numberOf(other.median, c.key) : null;
+        return v === null || !base ? "–" : `${(v / base).toFixed(2)}×`;
+      }
       const shown = c.pct ? (v === null ? "–" : pct(v)) : fmt(v, c.digits);
       const base = ws && ws !== r && c.ratio !== false ? numberOf(ws.median, c.key) : null;
       return v === null || !base ? shown : `${shown} (${(v / base).toFixed(2)}×)`;
@@ -1073,6 +1113,9 @@ function report(results: Result[], opts: Options): string {
         table(of("idle"), [
           { title: "connected", key: "connections", ratio: false },
           { title: "KiB/conn", key: "kibPerConn", digits: 1 },
+          { title: "KiB/conn vs naive Deno", key: "kibPerConn", vs: "deno" },
+          { title: "of it malloc heap", key: "heapKibPerConn", digits: 1, ratio: false },
+          { title: "other anonymous", key: "anonKibPerConn", digits: 1, ratio: false },
           { title: "connects/s", key: "connectPerSec" },
           { title: "server CPU-s per 1k connects", key: "serverCpuSecPer1k", digits: 2 },
           { title: "RSS before MiB", key: "rssBeforeMiB" },
@@ -1141,7 +1184,7 @@ async function gitDescribe(dir: string): Promise<string> {
 async function runCase(c: Case, runtime: Runtime, bin: Binaries, opts: Options): Promise<Metrics> {
   const workers = opts.chorusArgs.indexOf("--workers");
   const n = workers === -1 ? 1 : opts.chorusArgs[workers + 1];
-  const serverCores = c.server === "ws"
+  const serverCores = c.server !== "chorus"
     ? 1
     : n === "auto"
     ? navigator.hardwareConcurrency
