@@ -31,8 +31,11 @@ const SATURATED = 0.9;
 const GROUPS = ["fanout", "chat", "idle", "stall"] as const;
 
 type Group = typeof GROUPS[number];
-/** chorus; the classic Node `ws` example (the baseline); the naive Deno hub (Deno's own cost). */
-type ServerKind = "chorus" | "ws" | "deno";
+/**
+ * chorus; the classic Node `ws` example (the baseline); the naive Deno hub; bare Deno sockets
+ * (idle only: what `Deno.upgradeWebSocket` costs with chorus' heartbeat and no code of ours).
+ */
+type ServerKind = "chorus" | "ws" | "deno" | "bare";
 type Mode = "raw" | "chat";
 
 // ------------------------------------------------------------------------------ options
@@ -66,7 +69,8 @@ in the same run.
                        1,000 subscribers and 20 s in the stall, 10 s windows, 3 runs
   --runs N             runs of each case; tables show medians (quick 1, full 3)
   --only LIST          scenario groups: fanout, chat, idle, stall (default all)
-  --servers LIST       chorus, ws, deno (default all three)
+  --servers LIST       chorus, ws, deno (naive Deno hub), bare (bare Deno sockets,
+                       idle only); default all
   --warmup S           seconds of load before each window (quick 1, full 2)
   --measure S          seconds of each measurement window (quick 3, full 10)
   --fanout LIST        fan-out subscriber counts (quick 100,1000,5000; full adds 10000)
@@ -137,7 +141,7 @@ function parseOptions(args: string[]): Options {
     full,
     runs: num("runs", values.runs, full ? 3 : 1, 1, 20),
     only: words("only", values.only, GROUPS),
-    servers: words("servers", values.servers, ["chorus", "ws", "deno"] as const),
+    servers: words("servers", values.servers, ["chorus", "ws", "deno", "bare"] as const),
     warmup: num("warmup", values.warmup, full ? 2 : 1, 0, 60),
     measure: num("measure", values.measure, full ? 10 : 3, 1, 120),
     fanout: ints(
@@ -335,6 +339,11 @@ class Server {
       ? spawn(Deno.execPath(), bin.chorus, "null", bin.chorusDir)
       : kind === "deno"
       ? spawn(Deno.execPath(), ["run", "--allow-net", `${BENCH}deno-server.ts`, "0"], "null")
+      : kind === "bare"
+      ? spawn(Deno.execPath(), [
+        ...["run", "--v8-flags=--max-semi-space-size=1", "--allow-net"],
+        ...[`${BENCH}bare-server.ts`, "0"],
+      ], "null")
       : spawn(bin.node, [`${BENCH}ws-server.mjs`, "0"], "null");
     const lines: string[] = [];
     const port = new Promise<number>((resolve) => {
@@ -942,13 +951,14 @@ function sizeLabel(bytes: number): string {
 function cases(opts: Options): Case[] {
   const out: Case[] = [];
   const variants = (modes: Mode[]): [ServerKind, Mode][] =>
-    ([["ws", "raw"], ["deno", "raw"], ["chorus", "raw"], ["chorus", "chat"]] as [
+    ([["ws", "raw"], ["deno", "raw"], ["bare", "raw"], ["chorus", "raw"], ["chorus", "chat"]] as [
       ServerKind,
       Mode,
     ][])
       .filter(([s, m]) => opts.servers.includes(s) && modes.includes(m));
   const add = (group: Group, scenario: string, modes: Mode[], run: (m: Mode) => Case["run"]) => {
     for (const [server, mode] of variants(modes)) {
+      if (server === "bare" && group !== "idle") continue; // it relays nothing
       out.push({ group, scenario, server, mode, run: run(mode) });
     }
   };
@@ -1024,6 +1034,7 @@ function fmt(v: number | null, digits = 0): string {
 }
 
 function serverLabel(r: { server: ServerKind; mode: Mode }): string {
+  if (r.server === "bare") return "bare Deno sockets";
   if (r.server !== "chorus") return r.server === "ws" ? "ws" : "naive Deno";
   return r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw";
 }
