@@ -33,6 +33,7 @@ import readline from "node:readline";
  * @property {string} host server address (loopback)
  * @property {number} port server port
  * @property {string} path room (URL path)
+ * @property {number} roomSize when above 0, connection i joins `${path}-${floor(i / roomSize)}`
  * @property {boolean} chat offer the `chorus.v1` subprotocol
  * @property {string} [localAddress] loopback address to connect from (127.0.0.x)
  * @property {number} subs connections that only count what they receive
@@ -51,6 +52,7 @@ const cfg = {
   host: "127.0.0.1",
   port: 0,
   path: "/",
+  roomSize: 0,
   chat: false,
   subs: 0,
   sampled: 0,
@@ -520,9 +522,10 @@ function open(c) {
   const sock = net.connect(options);
   c.sock = sock;
   if (!ON_READ) sock.on("data", (d) => feed(c, d, 0, d.length));
+  const path = cfg.roomSize > 0 ? `${cfg.path}-${Math.floor(c.index / cfg.roomSize)}` : cfg.path;
   sock.on("connect", () => {
     sock.write(
-      `GET ${cfg.path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\nUpgrade: websocket\r\n` +
+      `GET ${path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\nUpgrade: websocket\r\n` +
         `Connection: Upgrade\r\nSec-WebSocket-Key: ${c.key}\r\nSec-WebSocket-Version: 13\r\n` +
         (cfg.chat ? "Sec-WebSocket-Protocol: chorus.v1\r\n" : "") + "\r\n",
     );

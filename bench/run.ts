@@ -26,6 +26,8 @@ const SUBS_PER_LOADGEN = 500;
 const MAX_COUNTING_LOADGENS = 4;
 /** Idle connections per load-generator process (each needs a file descriptor). */
 const IDLE_PER_LOADGEN = 2500;
+/** Members per room of the idle `chorus.v1` clients. */
+const IDLE_CHAT_ROOM = 100;
 /** A load generator above this share of one core may be what limits the figures. */
 const SATURATED = 0.9;
 const GROUPS = ["fanout", "chat", "idle", "stall"] as const;
@@ -800,8 +802,12 @@ function allToAll(clients: number, rate: number, mode: Mode): Case["run"] {
   };
 }
 
-/** Idle connections: server memory per connection, and how fast they connect. */
-function idle(count: number): Case["run"] {
+/**
+ * Idle connections: server memory per connection, and how fast they connect. Raw clients share
+ * one room; `chorus.v1` clients join rooms of {@link IDLE_CHAT_ROOM} (in one room of 10,000 every
+ * join would reach every member: 50 million presence events).
+ */
+function idle(count: number, mode: Mode): Case["run"] {
   return async (ctx) => {
     const { server } = ctx;
     await sleep(500);
@@ -810,10 +816,11 @@ function idle(count: number): Case["run"] {
     const procs = Math.max(1, Math.ceil(count / IDLE_PER_LOADGEN));
     const lgs = startLoadgens(
       ctx,
-      split(count, procs).map((n) => ({
+      split(count, procs).map((n, k) => ({
         port: server.port,
-        path: "/idle",
-        chat: false,
+        path: mode === "chat" ? `/idle-${k}` : "/idle",
+        roomSize: mode === "chat" ? IDLE_CHAT_ROOM : 0,
+        chat: mode === "chat",
         size: 64,
         window: 0,
         publisher: false,
@@ -862,7 +869,7 @@ function idle(count: number): Case["run"] {
  * control pushes back on the server) while the publisher floods 4 KiB messages. Reports the
  * server's RSS growth, what became of the stalled client, and the other subscribers' rate.
  */
-function stall(subs: number, stallSec: number): Case["run"] {
+function stall(subs: number, stallSec: number, mode: Mode): Case["run"] {
   return async (ctx) => {
     const { server, opts } = ctx;
     const { p0, counters, all, failed } = await publisherRoom(
@@ -870,7 +877,7 @@ function stall(subs: number, stallSec: number): Case["run"] {
       {
         port: server.port,
         path: "/stall",
-        chat: false,
+        chat: mode === "chat",
         size: 4096,
         window: opts.window,
       },
@@ -975,11 +982,11 @@ function cases(opts: Options): Case[] {
     add("chat", scenario, ["raw", "chat"], (m) => allToAll(opts.chatClients, opts.chatRate, m));
   }
   if (opts.only.includes("idle")) {
-    add("idle", `idle · ${n0(opts.idle)} connections`, ["raw"], () => idle(opts.idle));
+    add("idle", `idle · ${n0(opts.idle)} connections`, ["raw", "chat"], (m) => idle(opts.idle, m));
   }
   if (opts.only.includes("stall")) {
     const scenario = `stalled reader · ${n0(opts.stallSubs)} subs · 4 KiB · ${opts.stall} s`;
-    add("stall", scenario, ["raw"], () => stall(opts.stallSubs, opts.stall));
+    add("stall", scenario, ["raw", "chat"], (m) => stall(opts.stallSubs, opts.stall, m));
   }
   return out;
 }
@@ -1120,7 +1127,8 @@ function report(results: Result[], opts: Options): string {
   }
   if (of("idle").length) {
     parts.push(
-      "**Idle connections**: raw mode; memory = (RSS after − RSS before) / connections\n\n" +
+      "**Idle connections**: one room; `chorus.v1` in rooms of 100; memory = (RSS after − RSS " +
+        "before) / connections\n\n" +
         table(of("idle"), [
           { title: "connected", key: "connections", ratio: false },
           { title: "KiB/conn", key: "kibPerConn", digits: 1 },
