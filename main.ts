@@ -10,9 +10,6 @@ import { type BusFactory, createApp, redisBackplane } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 
-/** Close code and reason every client sees when the server stops. */
-const SHUTDOWN_CLOSE = { code: 1001, reason: "server shutting down" } as const;
-
 function readEnv(name: string): string | undefined {
   try {
     return Deno.env.get(name);
@@ -27,7 +24,8 @@ function readEnv(name: string): string | undefined {
 interface Running {
   hostname: string;
   port: number;
-  stop(code: number, reason: string): Promise<void>;
+  /** Close every socket (1001, see `src/close.ts`), then stop listening. */
+  stop(): Promise<void>;
 }
 
 function startSingle(
@@ -46,9 +44,9 @@ function startSingle(
   }, handler);
   return {
     ...server.addr,
-    async stop(code, reason) {
+    async stop() {
       log.info("shutting down", { connections: hub.connections });
-      await hub.closeAll(code, reason);
+      await hub.closeAll();
       await hub.dispose();
       await server.shutdown();
     },
@@ -67,7 +65,7 @@ async function serve(config: Config): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info("signal received", { signal });
-    await running?.stop(SHUTDOWN_CLOSE.code, SHUTDOWN_CLOSE.reason);
+    await running?.stop();
     Deno.exit(0);
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {

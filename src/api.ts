@@ -8,7 +8,8 @@ import { constantTimeEqual, parseRoom } from "./auth.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { checkName, type MemberInfo } from "./protocol.ts";
-import { type ApiHandler, httpError, json } from "./server.ts";
+import { httpError, json } from "./http.ts";
+import type { ApiHandler } from "./server.ts";
 
 /** What the API is built from. */
 export interface ApiDeps {

@@ -8,7 +8,7 @@ import { createApi } from "./api.ts";
 import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
 import type { Config } from "./config.ts";
-import { Hub } from "./hub.ts";
+import { Hub, newNodeId } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
@@ -45,8 +45,8 @@ export interface AppOptions {
   bus?: BusFactory;
 }
 
-/** Makes a bus that counts into the hub's metrics. */
-export type BusFactory = (metrics: Metrics) => Bus;
+/** Makes the bus of the hub with id `node`, counting into the hub's metrics. */
+export type BusFactory = (metrics: Metrics, node: string) => Bus;
 
 /**
  * The Redis backplane `--redis-url` asks for, or undefined without one. The Redis client is
@@ -59,9 +59,10 @@ export async function redisBackplane(
   const url = config.redisUrl;
   if (url === undefined) return undefined;
   const { RedisBus } = await import("./redis_bus.ts");
-  return (metrics) =>
+  return (metrics, node) =>
     new RedisBus({
       url,
+      node,
       history: config.history,
       historyTtlMs: config.historyTtl * 1000,
       log,
@@ -75,7 +76,9 @@ export function createApp(
   { log, now, shared, jwtPublicKeyPem, bus }: AppOptions,
 ): App {
   const metrics = new Metrics(shared?.metrics, shared?.index);
+  const node = newNodeId();
   const hub = new Hub({
+    node,
     history: config.history,
     historyTtlMs: config.historyTtl * 1000,
     historyMaxBytes: config.historyMaxBytes,
@@ -86,7 +89,7 @@ export function createApp(
       shared?.limiter,
     ),
     metrics,
-    bus: bus?.(metrics) ?? shared?.bus,
+    bus: bus?.(metrics, node) ?? shared?.bus,
     onDrop: (member, reason) =>
       log.warn("connection closed by policy", {
         reason,

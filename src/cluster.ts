@@ -18,8 +18,8 @@ export class ListenError extends Error {
 export interface Cluster {
   hostname: string;
   port: number;
-  /** Close every socket with `code` in every worker, then stop them all. */
-  stop(code: number, reason: string): Promise<void>;
+  /** Close every socket in every worker, then stop them all. */
+  stop(): Promise<void>;
 }
 
 function next(worker: Worker): Promise<FromWorker> {
@@ -81,10 +81,10 @@ export async function startCluster(
   return {
     hostname,
     port,
-    async stop(code, reason) {
+    async stop() {
       await Promise.all(workers.map(async (w) => {
         const done = next(w);
-        w.postMessage({ type: "stop", code, reason } satisfies ToWorker);
+        w.postMessage({ type: "stop" } satisfies ToWorker);
         await done;
         w.terminate();
       }));

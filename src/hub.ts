@@ -1,16 +1,24 @@
 /**
- * Rooms and fan-out. A room is two `Set<WebSocket>`s (raw and `chorus.v1` sockets); the
- * hub relays every message to the sockets of its room that are `OPEN`, keeps each room's
- * recent chat history, and drops a room the moment its last member leaves. Given a
- * {@link Bus}, hubs of several workers or instances act as one: each publishes what its
- * members do and replays what the others publish.
+ * Rooms and fan-out. A room is two `Set`s of peers (raw and `chorus.v1`); the hub relays every
+ * message to the peers of its room that are open, through one publish path, and drops a room
+ * the moment its last member leaves. It composes the parts that hold the rest: who is where
+ * ({@link Presence}), what rooms said ({@link HistoryStore}), what is queued for whom
+ * ({@link Outbox}) and the connection limits ({@link Slots}). Given a {@link Bus}, hubs of
+ * several workers or instances act as one: each publishes what its members do and replays what
+ * the others publish.
  * @module
  */
 import type { Bus, BusMessage, RemoteMember } from "./bus.ts";
+import { closeFrame, type DropReason } from "./close.ts";
+import { type HistoryStore, MemoryHistory } from "./history.ts";
 import { type Admission as LimitAdmission, ConnectionLimiter } from "./limiter.ts";
 import { C, type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
-import type { MemberInfo, MessageEvent, Mode, ProtocolError, ServerEvent } from "./protocol.ts";
+import { Outbox } from "./outbox.ts";
+import { Presence, type PresenceChange, type Present } from "./presence.ts";
+import type { MemberInfo, MessageEvent, ProtocolError, ServerEvent } from "./protocol.ts";
 import type { TokenBucket } from "./ratelimit.ts";
+import { Slots } from "./slots.ts";
+import { CONNECTING, OPEN, type Peer } from "./transport.ts";
 
 /** Whether a connection may be admitted, or why not. */
 export type Admission = LimitAdmission | "shutting_down";
@@ -29,6 +37,8 @@ export interface HubOptions {
   limiter?: ConnectionLimiter;
   /** Counters to count into; a private set when omitted. */
   metrics?: Metrics;
+  /** This hub's id on the bus, which the bus must know too; a random one when omitted. */
+  node?: string;
   /** Other hubs of the same server, or of other instances; none for a single process. */
   bus?: Bus;
   /** Told about every connection the hub itself closes, e.g. to log it. */
@@ -37,65 +47,29 @@ export interface HubOptions {
   now?: () => number;
 }
 
-/** One connection in one room. Created by the server, owned by the hub after {@link Hub.join}. */
-export interface Member {
-  readonly id: string;
-  name: string;
-  readonly mode: Mode;
+/** One connection in one room. Created by its transport's adapter, owned by the hub. */
+export interface Member extends Present {
   readonly room: string;
-  readonly socket: WebSocket;
+  readonly socket: Peer;
   /** Remote IP address, for the per-IP connection limit. */
   readonly ip: string;
   /** Set when the member's token fixes its name, so `rename` is refused. */
   readonly nameLocked: boolean;
   /** Messages this member may still send; see `--rate-limit`. */
   readonly bucket: TokenBucket;
-  /** Events waiting to be written to a chat socket as one newline-joined frame. */
-  pending: string[];
-  /** UTF-8 bytes of `pending` plus its separators. */
-  pendingBytes: number;
-  /** False until the socket opens and the member is in its room. */
-  joined: boolean;
+  /** Called once when the member leaves the hub, whichever way: frees what its adapter holds. */
+  ended?: () => void;
 }
 
 interface Room {
-  readonly raw: Set<WebSocket>;
-  readonly chat: Set<WebSocket>;
-  /** Events for every chat socket of the room since the last flush: sent as one shared frame. */
-  batch: string[];
-  /** UTF-8 bytes of `batch` plus its separators. */
-  batchBytes: number;
-  /** Chat members with events of their own pending; they get a frame of their own. */
-  readonly privates: Set<Member>;
+  readonly raw: Set<Peer>;
+  readonly chat: Set<Peer>;
 }
 
-interface History {
-  messages: MessageEvent[];
-  /** Approximate memory of `messages`, counted against `historyMaxBytes`. */
-  bytes: number;
-  /** When the room became empty, or null while it has members. */
-  emptySince: number | null;
+/** A fresh id for a hub on a bus; also the prefix of every id that hub hands out. */
+export function newNodeId(): string {
+  return crypto.randomUUID().slice(0, 6);
 }
-
-interface Remote extends RemoteMember {
-  node: string;
-}
-
-const OPEN = 1;
-
-/** What a kept message costs: its text plus a rough allowance for the event object. */
-function historySize(event: MessageEvent): number {
-  return 2 * (event.text.length + event.from.name.length) + 160;
-}
-
-/** How long a socket over `maxBufferedBytes` gets to drain before it counts as slow. */
-const SLOW_CONSUMER_GRACE_MS = 100;
-
-/** A queue this many times `maxBufferedBytes` closes the socket at once, without a grace turn. */
-const SLOW_CONSUMER_HARD_FACTOR = 4;
-
-/** How long a dropped socket's peer may take to finish closing before its slot is freed. */
-const CLOSING_GRACE_MS = 30_000;
 
 /**
  * How far back (ms) a recovery on a worker reaches for messages from other workers, which
@@ -106,47 +80,47 @@ const REORDER_WINDOW_MS = 1000;
 /** The state of every room of one server (or one worker of it). */
 export class Hub {
   readonly #rooms = new Map<string, Room>();
-  readonly #members = new Map<WebSocket, Member>();
-  readonly #remote = new Map<string, Map<string, Remote>>();
-  /** Kept in least-recently-used order, so the global budget evicts cold rooms first. */
-  readonly #histories = new Map<string, History>();
-  #historyBytes = 0;
-  /** Members with a frame of their own pending (see {@link Room.privates}). */
-  readonly #dirty = new Set<Member>();
-  /** Rooms with a shared batch pending. */
-  readonly #dirtyRooms = new Set<Room>();
-  /** Sockets over `maxBufferedBytes` right after a write, re-checked once Deno has written. */
-  readonly #suspects = new Set<WebSocket>();
-  #suspectTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Sockets the server closed whose peers have not finished closing: they keep their slot. */
-  readonly #closing = new Map<WebSocket, { ip: string; timer: ReturnType<typeof setTimeout> }>();
+  readonly #members = new Map<Peer, Member>();
+  readonly #presence = new Presence();
+  readonly #history: HistoryStore;
+  readonly #outbox: Outbox;
+  readonly #slots: Slots<Peer>;
   /** Members (joined or not) per room, for a bus that carries only watched rooms. */
   readonly #interest = new Map<string, number>();
   /** Rooms whose {@link Bus.watch} has not resolved yet. */
   readonly #preparing = new Map<string, Promise<void>>();
-  readonly #options: Required<Omit<HubOptions, "bus">>;
   readonly #bus: Bus | undefined;
+  readonly #onDrop: NonNullable<HubOptions["onDrop"]>;
+  readonly #now: () => number;
   /** Counters of this hub, for `/metrics`. */
   readonly metrics: Metrics;
   /** This hub's id on the bus; also the prefix of every id it hands out. */
-  readonly node = crypto.randomUUID().slice(0, 6);
+  readonly node: string;
   #seq = 0;
   /** Set by {@link closeAll}: no new connections from then on. */
   #shuttingDown = false;
-  #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions) {
-    this.#options = {
-      maxBufferedBytes: Infinity,
-      historyMaxBytes: Infinity,
-      limiter: new ConnectionLimiter(Infinity, Infinity),
-      metrics: new Metrics(),
-      onDrop: () => {},
-      ...options,
-      now: options.now ?? Date.now,
-    };
-    this.metrics = this.#options.metrics;
+    this.metrics = options.metrics ?? new Metrics();
+    this.node = options.node ?? newNodeId();
+    this.#now = options.now ?? Date.now;
+    this.#onDrop = options.onDrop ?? (() => {});
+    this.#slots = new Slots(options.limiter ?? new ConnectionLimiter(Infinity, Infinity));
+    this.#outbox = new Outbox({
+      maxBufferedBytes: options.maxBufferedBytes ?? Infinity,
+      metrics: this.metrics,
+      onSlow: (peer) => this.drop(peer, "slow_consumer"),
+      onBroken: (peer) => void this.leave(peer, "error"),
+    });
+    this.#history = new MemoryHistory({
+      limit: options.history,
+      ttlMs: options.historyTtlMs,
+      maxBytes: options.historyMaxBytes ?? Infinity,
+      occupied: (room) => this.#occupied(room),
+      now: this.#now,
+      reorderWindowMs: options.bus ? REORDER_WINDOW_MS : 0,
+    });
     this.#bus = options.bus;
     this.#bus?.subscribe((m) => this.#receive(m));
     this.#bus?.publish({ t: "sync", node: this.node });
@@ -167,46 +141,54 @@ export class Hub {
 
   /** Connections of every hub on the bus (this one's alone without a bus). */
   get clusterConnections(): number {
-    let n = this.#members.size;
-    for (const members of this.#remote.values()) n += members.size;
-    return n;
+    return this.#members.size + this.#presence.remoteMembers;
   }
 
   /** Rooms with at least one member on any hub of the bus. */
   get rooms(): number {
-    let n = this.#rooms.size;
-    for (const room of this.#remote.keys()) if (!this.#rooms.has(room)) n++;
-    return n;
+    return this.#presence.rooms;
   }
 
   /** Whether one more connection from `ip` fits under the connection limits; reserves it. */
   admit(ip: string): Admission {
     if (this.#shuttingDown) return "shutting_down";
-    return this.#options.limiter.acquire(ip);
+    return this.#slots.acquire(ip);
+  }
+
+  /** Give back a slot {@link admit} reserved for a connection that never came to be. */
+  release(ip: string): void {
+    this.#slots.release(ip);
   }
 
   /**
-   * Take over a just-upgraded connection admitted by {@link admit}, before its socket opens,
-   * so a burst of upgrades cannot overshoot the limits. {@link leave} releases it.
+   * Take over a just-upgraded connection admitted by {@link admit}, before it opens, so a
+   * burst of upgrades cannot overshoot the limits. {@link leave} releases it.
    */
-  register(member: Member): void {
+  connect(member: Member): void {
     this.#members.set(member.socket, member);
     this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]++;
     this.#watch(member.room);
   }
 
   /**
-   * Resolves once the bus carries `room` to this hub and its stored history is loaded, so a
-   * member joining then misses nothing; undefined when there is nothing to wait for. Never
-   * rejects.
+   * The member's connection opened: it joins its room, at once or, while the bus is making
+   * the room ready (subscribing, loading stored history), once that is done. Returns the
+   * promise of a join that waits; it never rejects.
    */
-  ready(room: string): Promise<void> | undefined {
-    return this.#preparing.get(room);
+  open(member: Member, since?: string): Promise<void> | undefined {
+    const ready = this.#preparing.get(member.room);
+    if (ready === undefined) return this.#join(member, since);
+    return ready.then(() => this.#join(member, since));
   }
 
-  /** The member of a socket, while it is in the hub. */
-  memberOf(socket: WebSocket): Member | undefined {
-    return this.#members.get(socket);
+  /** Whether a member is in its room (it opened, its room was ready, and it has not left). */
+  joined(member: Member): boolean {
+    return this.#presence.has(member.room, member);
+  }
+
+  /** The member of a peer, while it is in the hub. */
+  memberOf(peer: Peer): Member | undefined {
+    return this.#members.get(peer);
   }
 
   /** A fresh unique id, for members and messages alike. */
@@ -216,204 +198,112 @@ export class Hub {
 
   /** Members of a room on every hub, as members see them: this hub's first, in join order. */
   membersOf(room: string): MemberInfo[] {
-    const out: MemberInfo[] = [];
-    const r = this.#rooms.get(room);
-    if (r) {
-      for (const set of [r.raw, r.chat]) {
-        for (const ws of set) {
-          const m = this.#members.get(ws)!;
-          out.push({ id: m.id, name: m.name });
-        }
-      }
-    }
-    for (const m of this.#remote.get(room)?.values() ?? []) out.push({ id: m.id, name: m.name });
-    return out;
+    return this.#presence.members(room);
+  }
+
+  /** Every room with members on any hub of the bus, with those members, this hub's first. */
+  directory(): Map<string, RemoteMember[]> {
+    return this.#presence.directory();
   }
 
   /**
-   * Add an open socket to its room. A chat member first gets `welcome` (with the messages
-   * after `since`, when given), then everyone else in the room hears `join`.
+   * Remove a peer from the hub at once. Safe to call more than once: a peer the server closed
+   * may never report `close`, so it is removed when closed, and again if it does.
    */
-  join(member: Member, since?: string): void {
-    if (this.#members.get(member.socket) !== member) return; // left before it opened
-    member.joined = true;
-    const room = this.#roomOf(member.room);
-    (member.mode === "raw" ? room.raw : room.chat).add(member.socket);
-    const history = this.#historyOf(member.room);
-    if (history) history.emptySince = null;
-
-    if (member.mode === "chat") {
-      const { messages, recovered } = this.#recover(history?.messages ?? [], since);
-      this.#queue(member, room, {
-        type: "welcome",
-        id: member.id,
-        name: member.name,
-        room: member.room,
-        members: this.membersOf(member.room),
-        history: messages,
-        recovered,
-      });
-    }
-    this.#toChat(room, { type: "join", id: member.id, name: member.name }, member.socket);
-    this.#bus?.publish({
-      t: "join",
-      node: this.node,
-      room: member.room,
-      member: { id: member.id, name: member.name, mode: member.mode },
-    });
-  }
-
-  /**
-   * Remove a socket from the hub at once. Safe to call more than once: the server calls it
-   * when it closes a socket itself, because Deno may never fire `close` afterwards.
-   */
-  leave(socket: WebSocket, reason: DisconnectReason): Member | undefined {
-    const member = this.#members.get(socket);
+  leave(peer: Peer, reason: DisconnectReason): Member | undefined {
+    const member = this.#members.get(peer);
     if (!member) {
-      this.#released(socket);
+      this.#slots.released(peer);
       return undefined;
     }
-    this.#members.delete(socket);
+    this.#members.delete(peer);
     this.#unwatch(member.room);
-    this.#suspects.delete(socket);
     if (reason === "client" || reason === "idle" || reason === "shutdown") {
-      this.#options.limiter.release(member.ip);
+      this.#slots.release(member.ip);
     } else {
-      this.#holdSlot(socket, member.ip);
+      this.#slots.hold(peer, member.ip);
     }
     this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]--;
     this.metrics.disconnect(reason);
-    this.#dirty.delete(member);
-    this.#rooms.get(member.room)?.privates.delete(member);
-    member.pending.length = 0;
-    member.pendingBytes = 0;
-    if (!member.joined) return member;
-    member.joined = false;
-    const room = this.#rooms.get(member.room)!;
-    (member.mode === "raw" ? room.raw : room.chat).delete(socket);
+    member.ended?.();
+    const room = this.#rooms.get(member.room);
+    const left = this.#presence.leave(member.room, member);
+    if (!room || !left) return member;
+    this.#outbox.forget(peer, room.chat);
+    (member.mode === "raw" ? room.raw : room.chat).delete(peer);
     if (room.raw.size === 0 && room.chat.size === 0) this.#rooms.delete(member.room);
-    this.#toChat(room, { type: "leave", id: member.id, name: member.name });
+    this.#announce(room, left);
     this.#markIfEmpty(member.room);
     this.#bus?.publish({ t: "leave", node: this.node, room: member.room, id: member.id });
     return member;
   }
 
   /**
-   * Relay a raw client's frame: verbatim to raw sockets, as a `message` event to chat
-   * sockets when it is text. Binary frames stay among raw clients.
-   */
-  relayRaw(member: Member, data: string | ArrayBuffer): void {
-    if (typeof data === "string") {
-      this.say(member, data);
-      return;
-    }
-    const room = this.#rooms.get(member.room);
-    if (room) this.#toRaw(room, data);
-    this.#bus?.publish({
-      t: "binary",
-      node: this.node,
-      room: member.room,
-      data: new Uint8Array(data),
-    });
-  }
-
-  /** Broadcast a chat message from a member to everyone in its room, and keep it in history. */
-  say(member: Member, text: string): MessageEvent {
-    const event: MessageEvent = {
-      type: "message",
-      id: this.nextId(),
-      from: { id: member.id, name: member.name },
-      text,
-      ts: this.#options.now(),
-    };
-    this.#deliverMessage(member.room, event);
-    this.#bus?.publish({ t: "message", node: this.node, room: member.room, event });
-    return event;
-  }
-
-  /**
-   * Broadcast a message from outside the room (the HTTP publish API) as `from`: text like
-   * {@link say} (raw and chat sockets, history), bytes to raw sockets only, on every hub of
-   * the bus. Returns how many sockets of this hub it was sent to.
+   * Broadcast to a room on every hub of the bus: text as a chat `message` from `from` (to raw
+   * peers as the text itself, to chat peers as the event, and into history), bytes to raw
+   * peers only. Every message takes this path: a member's, a raw frame, the publish API's.
+   * Returns how many peers of this hub it was sent to.
    */
   publish(room: string, data: string | ArrayBuffer, from: MemberInfo): number {
     const r = this.#rooms.get(room);
     if (typeof data !== "string") {
-      const delivered = r?.raw.size ?? 0;
-      if (r) this.#toRaw(r, data);
+      if (r) this.#outbox.sendAll(r.raw, data, data.byteLength);
       this.#bus?.publish({ t: "binary", node: this.node, room, data: new Uint8Array(data) });
-      return delivered;
+      return r?.raw.size ?? 0;
     }
     const delivered = r ? r.raw.size + r.chat.size : 0;
     const event: MessageEvent = {
       type: "message",
       id: this.nextId(),
-      from,
+      from: { id: from.id, name: from.name },
       text: data,
-      ts: this.#options.now(),
+      ts: this.#now(),
     };
-    this.#deliverMessage(room, event);
+    this.#deliver(room, event);
     this.#bus?.publish({ t: "message", node: this.node, room, event });
     return delivered;
   }
 
-  /** Every room with members on any hub of the bus, with those members, this hub's first. */
-  directory(): Map<string, RemoteMember[]> {
-    const rooms = new Map(this.#snapshot());
-    for (const [room, members] of this.#remote) {
-      const list = rooms.get(room) ?? [];
-      for (const m of members.values()) list.push({ id: m.id, name: m.name, mode: m.mode });
-      rooms.set(room, list);
-    }
-    return rooms;
-  }
-
   /** Change a member's display name and tell everyone in the room, the renamer included. */
   rename(member: Member, name: string): void {
-    const oldName = member.name;
-    member.name = name;
+    const change = this.#presence.rename(member, name);
     const room = this.#rooms.get(member.room);
-    if (room) this.#toChat(room, { type: "rename", id: member.id, name, oldName });
-    this.#bus?.publish({
-      t: "rename",
-      node: this.node,
-      room: member.room,
-      id: member.id,
-      name,
-      oldName,
-    });
+    if (room) this.#announce(room, change);
+    this.#bus?.publish({ t: "rename", node: this.node, room: member.room, ...renamed(change) });
   }
 
   /** Tell one chat member what was wrong with its frame. */
   reject(member: Member, error: ProtocolError): void {
     const room = this.#rooms.get(member.room);
-    if (member.joined && room) this.#queue(member, room, error);
+    if (room && this.joined(member)) this.#queue(member, room, error);
   }
 
   /**
-   * Close a socket on the server's initiative and remove it at once: Deno may never fire
-   * `close` for it, and nothing more may be queued for it.
+   * Close a peer on the server's initiative, with the close frame of `why`, and remove it at
+   * once: its transport may never report `close`, and nothing more may be queued for it.
    */
-  drop(socket: WebSocket, code: number, reason: string, why: DisconnectReason): void {
-    const member = this.leave(socket, why);
-    if (socket.readyState === OPEN || socket.readyState === 0) socket.close(code, reason);
-    if (member) this.#options.onDrop(member, why);
+  drop(peer: Peer, why: DropReason): void {
+    const member = this.leave(peer, why);
+    const { code, reason } = closeFrame(why);
+    if (peer.readyState === OPEN || peer.readyState === CONNECTING) peer.close(code, reason);
+    if (member) this.#onDrop(member, why);
   }
 
   /**
-   * Close every socket with the given code, emptying the hub at once. Resolves when every
-   * socket reports closed, or after `timeoutMs` (Deno may never fire `close` for a socket the
-   * server closed itself), so a shutdown neither hangs nor cuts close frames short.
+   * Close every peer, those still connecting included, emptying the hub at once. Resolves
+   * when every peer reports closed, or after `timeoutMs` (a peer the server closed may never
+   * report it), so a shutdown neither hangs nor cuts close frames short.
    */
-  closeAll(code: number, reason: string, timeoutMs = 2000): Promise<void> {
+  closeAll(timeoutMs = 2000): Promise<void> {
     this.#shuttingDown = true;
     this.flush();
+    const { code, reason } = closeFrame("shutdown");
     const closed: Promise<void>[] = [];
-    for (const socket of [...this.#members.keys()]) {
-      this.leave(socket, "shutdown");
-      if (socket.readyState === OPEN) {
-        closed.push(new Promise((resolve) => socket.addEventListener("close", () => resolve())));
-        socket.close(code, reason);
+    for (const peer of [...this.#members.keys()]) {
+      this.leave(peer, "shutdown");
+      if (peer.readyState === OPEN || peer.readyState === CONNECTING) {
+        closed.push(new Promise((resolve) => peer.addEventListener("close", () => resolve())));
+        peer.close(code, reason);
       }
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -428,151 +318,98 @@ export class Hub {
    */
   async dispose(): Promise<void> {
     clearInterval(this.#sweepTimer);
-    clearTimeout(this.#suspectTimer);
-    clearTimeout(this.#flushTimer);
-    for (const socket of [...this.#closing.keys()]) this.#released(socket);
+    this.#outbox.dispose();
+    this.#slots.releaseAll();
     this.#bus?.publish({ t: "bye", node: this.node });
     await this.#bus?.close();
   }
 
   /** Drop histories of rooms that have been empty for longer than the TTL. */
   sweepHistory(): void {
-    const cutoff = this.#options.now() - this.#options.historyTtlMs;
-    for (const [room, h] of this.#histories) this.#expire(room, h, cutoff);
+    this.#history.expire();
   }
 
-  /** Drop one room's history if it has been empty since before `cutoff`; true if dropped. */
-  #expire(room: string, h: History, cutoff: number): boolean {
-    if (h.emptySince === null || h.emptySince > cutoff) return false;
-    this.#histories.delete(room);
-    this.#historyBytes -= h.bytes;
-    return true;
+  /** Write every queued chat event now (see {@link Outbox.flush}). */
+  flush(): void {
+    this.#outbox.flush();
   }
 
   /**
-   * Write every queued chat event now: each room's batch as one frame shared by its chat
-   * sockets (built once, however many sockets), and one frame of its own to each member that
-   * has private events (a welcome, an error) mixed in.
+   * Add an opened member to its room. A chat member first gets `welcome` (with the messages
+   * after `since`, when given), then everyone else in the room hears `join`.
    */
-  flush(): void {
-    clearTimeout(this.#flushTimer);
-    this.#flushTimer = undefined;
-    const row = this.metrics.row;
-    const rooms = [...this.#dirtyRooms];
-    this.#dirtyRooms.clear();
-    for (const room of rooms) {
-      const n = room.batch.length;
-      if (n === 0) continue;
-      const frame = n === 1 ? room.batch[0] : room.batch.join("\n");
-      const bytes = room.batchBytes;
-      room.batch = [];
-      room.batchBytes = 0;
-      for (const socket of room.chat) {
-        if (this.#dirty.has(this.#members.get(socket)!)) continue;
-        if (this.#send(socket, frame, bytes)) row[C.delivered] += n;
-      }
+  #join(member: Member, since: string | undefined): undefined {
+    if (this.#members.get(member.socket) !== member) return; // left before it could join
+    let room = this.#rooms.get(member.room);
+    if (!room) {
+      room = { raw: new Set(), chat: new Set() };
+      this.#rooms.set(member.room, room);
     }
-    const members = [...this.#dirty];
-    this.#dirty.clear();
-    for (const member of members) {
-      this.#rooms.get(member.room)?.privates.delete(member);
-      const n = member.pending.length;
-      if (n === 0) continue;
-      const frame = n === 1 ? member.pending[0] : member.pending.join("\n");
-      const bytes = member.pendingBytes;
-      member.pending = [];
-      member.pendingBytes = 0;
-      if (this.#send(member.socket, frame, bytes)) row[C.delivered] += n;
+    (member.mode === "raw" ? room.raw : room.chat).add(member.socket);
+    const joined = this.#presence.join(member.room, member);
+    if (member.mode === "chat") {
+      const { messages, recovered } = this.#history.after(member.room, since);
+      this.#queue(member, room, {
+        type: "welcome",
+        id: member.id,
+        name: member.name,
+        room: member.room,
+        members: this.membersOf(member.room),
+        history: messages,
+        recovered,
+      });
     }
+    this.#history.occupied(member.room);
+    this.#announce(room, joined, member.socket);
+    this.#bus?.publish({
+      t: "join",
+      node: this.node,
+      room: member.room,
+      member: { id: member.id, name: member.name, mode: member.mode },
+    });
   }
 
-  /** Replay what another hub published to this hub's own sockets. */
+  /** Replay what another hub published to this hub's own peers. */
   #receive(m: BusMessage): void {
     if (m.node === this.node) return;
     switch (m.t) {
       case "message":
-        return this.#deliverMessage(m.room, m.event);
+        return this.#deliver(m.room, m.event);
       case "binary": {
         const room = this.#rooms.get(m.room);
-        if (room) this.#toRaw(room, m.data.buffer as ArrayBuffer);
+        if (room) this.#outbox.sendAll(room.raw, m.data.buffer as ArrayBuffer, m.data.byteLength);
         return;
       }
-      case "join": {
-        this.#addRemote(m.room, { ...m.member, node: m.node });
-        const room = this.#rooms.get(m.room);
-        if (room) this.#toChat(room, { type: "join", id: m.member.id, name: m.member.name });
-        return;
-      }
-      case "leave": {
-        const gone = this.#removeRemote(m.room, m.id);
-        const room = this.#rooms.get(m.room);
-        if (gone && room) this.#toChat(room, { type: "leave", id: gone.id, name: gone.name });
-        return;
-      }
-      case "rename": {
-        const remote = this.#remote.get(m.room)?.get(m.id);
-        if (remote) remote.name = m.name;
-        const room = this.#rooms.get(m.room);
-        if (room) {
-          this.#toChat(room, { type: "rename", id: m.id, name: m.name, oldName: m.oldName });
-        }
-        return;
-      }
+      case "join":
+        return this.#remote(m.room, this.#presence.remoteJoin(m.node, m.room, m.member));
+      case "leave":
+        return this.#remote(m.room, this.#presence.remoteLeave(m.room, m.id));
+      case "rename":
+        return this.#remote(m.room, this.#presence.remoteRename(m.room, m.id, m.name, m.oldName));
       case "sync":
-        this.#bus?.publish({ t: "members", node: this.node, rooms: this.#snapshot() });
+        this.#bus?.publish({ t: "members", node: this.node, rooms: this.#presence.snapshot() });
         return;
       case "members":
-        return this.#replaceNode(m.node, m.rooms);
-      case "bye":
-        return this.#forgetNode(m.node, true);
-      case "history":
-        return this.#replaceHistory(m.room, m.events);
-    }
-  }
-
-  /**
-   * Take a hub's full member list in place of what was known of it, telling local members
-   * who joined or left meanwhile (e.g. while the bus was down); a new hub's list tells nobody.
-   */
-  #replaceNode(node: string, rooms: [string, RemoteMember[]][]): void {
-    const before = new Map<string, Remote>();
-    for (const [room, members] of this.#remote) {
-      for (const m of members.values()) if (m.node === node) before.set(`${room}\n${m.id}`, m);
-    }
-    this.#forgetNode(node, false);
-    for (const [roomName, members] of rooms) {
-      const room = this.#rooms.get(roomName);
-      for (const member of members) {
-        this.#addRemote(roomName, { ...member, node });
-        const key = `${roomName}\n${member.id}`;
-        const old = before.get(key);
-        before.delete(key);
-        if (!room) continue;
-        if (!old) this.#toChat(room, { type: "join", id: member.id, name: member.name });
-        else if (old.name !== member.name) {
-          this.#toChat(room, {
-            type: "rename",
-            id: member.id,
-            name: member.name,
-            oldName: old.name,
-          });
+        for (const [room] of m.rooms) this.#history.occupied(room);
+        for (const [room, change] of this.#presence.replaceNode(m.node, m.rooms)) {
+          this.#remote(room, change);
         }
-      }
-    }
-    for (const [key, gone] of before) {
-      const room = this.#rooms.get(key.slice(0, key.indexOf("\n")));
-      if (room) this.#toChat(room, { type: "leave", id: gone.id, name: gone.name });
+        return;
+      case "bye":
+        for (const [room, change] of this.#presence.forgetNode(m.node)) this.#remote(room, change);
+        return;
+      case "history":
+        return this.#history.replace(m.room, m.events);
     }
   }
 
-  /** Replace a room's kept messages with the bus's stored history (already merged by it). */
-  #replaceHistory(room: string, events: MessageEvent[]): void {
-    const old = this.#histories.get(room);
-    if (old) {
-      this.#histories.delete(room);
-      this.#historyBytes -= old.bytes;
-    }
-    for (const event of events) this.#remember(room, event);
+  /** Announce another hub's presence change here, and keep history's TTL in step with it. */
+  #remote(roomName: string, change: PresenceChange | undefined): void {
+    if (change === undefined) return;
+    if (change.type === "join") this.#history.occupied(roomName);
+    if (change.type === "leave") this.#markIfEmpty(roomName);
+    const room = this.#rooms.get(roomName);
+    if (room) this.#announce(room, change);
   }
 
   /** Count a member of `room` on this hub; the first asks the bus for the room. */
@@ -600,243 +437,41 @@ export class Hub {
     this.#bus?.unwatch?.(room);
   }
 
-  #snapshot(): [string, RemoteMember[]][] {
-    const rooms = new Map<string, RemoteMember[]>();
-    for (const m of this.#members.values()) {
-      if (!m.joined) continue;
-      const list = rooms.get(m.room) ?? [];
-      list.push({ id: m.id, name: m.name, mode: m.mode });
-      rooms.set(m.room, list);
-    }
-    return [...rooms];
-  }
-
-  #addRemote(room: string, member: Remote): void {
-    let members = this.#remote.get(room);
-    if (!members) {
-      members = new Map();
-      this.#remote.set(room, members);
-    }
-    members.set(member.id, member);
-    const history = this.#histories.get(room);
-    if (history) history.emptySince = null;
-  }
-
-  #removeRemote(room: string, id: string): Remote | undefined {
-    const members = this.#remote.get(room);
-    const gone = members?.get(id);
-    if (!members || !gone) return undefined;
-    members.delete(id);
-    if (members.size === 0) this.#remote.delete(room);
-    this.#markIfEmpty(room);
-    return gone;
-  }
-
-  /** Forget every member of a hub that left the bus, telling local members when asked to. */
-  #forgetNode(node: string, announce: boolean): void {
-    for (const [roomName, members] of [...this.#remote]) {
-      for (const m of [...members.values()]) {
-        if (m.node !== node) continue;
-        this.#removeRemote(roomName, m.id);
-        const room = this.#rooms.get(roomName);
-        if (announce && room) this.#toChat(room, { type: "leave", id: m.id, name: m.name });
-      }
-    }
-  }
-
-  #roomOf(name: string): Room {
-    let room = this.#rooms.get(name);
-    if (!room) {
-      room = { raw: new Set(), chat: new Set(), batch: [], batchBytes: 0, privates: new Set() };
-      this.#rooms.set(name, room);
-    }
-    return room;
+  /** Whether anyone is in `room` or about to be: its history must not expire. */
+  #occupied(room: string): boolean {
+    return this.#presence.occupied(room) || this.#interest.has(room);
   }
 
   /** Start a room's history TTL once nobody on any hub is in it. */
   #markIfEmpty(room: string): void {
-    if (this.#rooms.has(room) || this.#remote.has(room) || this.#interest.has(room)) return;
-    const history = this.#histories.get(room);
-    if (history) history.emptySince = this.#options.now();
+    if (!this.#occupied(room)) this.#history.vacated(room);
   }
 
-  #deliverMessage(roomName: string, event: MessageEvent): void {
-    this.#remember(roomName, event);
+  #deliver(roomName: string, event: MessageEvent): void {
+    this.#history.append(roomName, event);
     const room = this.#rooms.get(roomName);
     if (!room) return;
-    this.#toRaw(room, event.text);
-    this.#toChat(room, event);
+    if (room.raw.size > 0) this.#outbox.sendAll(room.raw, event.text, utf8Length(event.text));
+    this.#announce(room, event);
   }
 
-  /** A room's history unless it expired; the timer sweeps the other rooms. */
-  #historyOf(room: string): History | undefined {
-    const h = this.#histories.get(room);
-    const cutoff = this.#options.now() - this.#options.historyTtlMs;
-    return h && !this.#expire(room, h, cutoff) ? h : undefined;
-  }
-
-  #remember(room: string, event: MessageEvent): void {
-    const limit = this.#options.history;
-    if (limit === 0) return;
-    let h = this.#histories.get(room);
-    const isNew = h === undefined;
-    if (h) this.#histories.delete(room); // re-inserted below: the Map stays in LRU order
-    else h = { messages: [], bytes: 0, emptySince: null };
-    this.#histories.set(room, h);
-    if (isNew) this.#markIfEmpty(room); // a message published to an empty room must expire too
-    h.messages.push(event);
-    const size = historySize(event);
-    h.bytes += size;
-    this.#historyBytes += size;
-    if (h.messages.length > limit) this.#evictOldest(room, h);
-    // Over the global budget: forget the least recently used rooms' oldest messages first.
-    for (const [name, lru] of this.#histories) {
-      if (this.#historyBytes <= this.#options.historyMaxBytes) break;
-      while (lru.messages.length > 0 && this.#historyBytes > this.#options.historyMaxBytes) {
-        this.#evictOldest(name, lru);
-      }
-    }
-  }
-
-  #evictOldest(room: string, h: History): void {
-    const size = historySize(h.messages.shift()!);
-    h.bytes -= size;
-    this.#historyBytes -= size;
-    if (h.messages.length === 0) this.#histories.delete(room);
-  }
-
-  #recover(
-    messages: MessageEvent[],
-    since: string | undefined,
-  ): { messages: MessageEvent[]; recovered: boolean } {
-    if (since === undefined) return { messages: messages.slice(), recovered: true };
-    const at = messages.findIndex((m) => m.id === since);
-    if (at === -1) return { messages: messages.slice(), recovered: false };
-    const after = messages.slice(at + 1);
-    if (!this.#bus) return { messages: after, recovered: true };
-    // Other workers' messages may sit just before `since` here yet came after it where the
-    // client saw them; resend those few too (clients skip ids they have already shown).
-    const node = since.slice(0, since.indexOf("-"));
-    const cutoff = messages[at].ts - REORDER_WINDOW_MS;
-    const before: MessageEvent[] = [];
-    for (let i = at - 1; i >= 0 && messages[i].ts >= cutoff; i--) {
-      if (!messages[i].id.startsWith(node + "-")) before.unshift(messages[i]);
-    }
-    return { messages: [...before, ...after], recovered: true };
-  }
-
-  #toRaw(room: Room, data: string | ArrayBuffer): void {
-    if (room.raw.size === 0) return;
-    const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
-    const row = this.metrics.row;
-    for (const socket of room.raw) {
-      if (this.#send(socket, data, bytes)) row[C.delivered]++;
-    }
-  }
-
-  #toChat(room: Room, event: ServerEvent, except?: WebSocket): void {
+  /** Queue an event for every chat peer of a room but `except`. */
+  #announce(room: Room, event: ServerEvent, except?: Peer): void {
     if (room.chat.size === 0) return;
     const line = JSON.stringify(event);
-    const bytes = utf8Length(line);
-    const excluded = except && this.#members.get(except);
-    if (excluded?.mode === "chat" && !this.#dirty.has(excluded)) {
-      this.#privatize(excluded, room, true);
-    }
-    for (const m of room.privates) if (m !== excluded) this.#push(m, line, bytes);
-    if (room.batch.length > 0) room.batchBytes++; // the "\n" separator
-    room.batch.push(line);
-    room.batchBytes += bytes;
-    this.#dirtyRooms.add(room);
-    this.#scheduleFlush();
+    this.#outbox.toRoom(room.chat, line, utf8Length(line), except);
   }
 
   /** Queue an event for one member only, keeping its place among the room's events. */
   #queue(member: Member, room: Room, event: ServerEvent): void {
-    // A joining member starts fresh: the room's pending events are already in its welcome.
-    if (!this.#dirty.has(member)) this.#privatize(member, room, event.type !== "welcome");
     const line = JSON.stringify(event);
-    this.#push(member, line, utf8Length(line));
+    // A joining member starts fresh: the room's pending events are already in its welcome.
+    this.#outbox.toPeer(room.chat, member.socket, line, utf8Length(line), event.type === "welcome");
   }
+}
 
-  /** Give a member a frame of its own until the next flush, starting with the room's batch. */
-  #privatize(member: Member, room: Room, inherit: boolean): void {
-    member.pending = inherit ? room.batch.slice() : [];
-    member.pendingBytes = inherit ? room.batchBytes : 0;
-    room.privates.add(member);
-    this.#dirty.add(member);
-    this.#scheduleFlush();
-  }
-
-  #push(member: Member, line: string, bytes: number): void {
-    if (member.pending.length > 0) member.pendingBytes++; // the "\n" separator
-    member.pendingBytes += bytes;
-    member.pending.push(line);
-  }
-
-  /**
-   * Flush on a later turn of the event loop, not a microtask: messages from many sockets that
-   * arrive together then share one frame per socket, which is what makes chat fan-out cheap.
-   */
-  #scheduleFlush(): void {
-    this.#flushTimer ??= setTimeout(() => this.flush(), 0);
-  }
-
-  /** Write one frame; false when the socket was not open or had to be dropped. */
-  #send(socket: WebSocket, data: string | ArrayBuffer, bytes: number): boolean {
-    if (socket.readyState !== OPEN) return false;
-    try {
-      socket.send(data);
-    } catch (err) {
-      // A socket that cannot take a frame is gone for everyone: drop it, keep broadcasting.
-      if (!(err instanceof DOMException)) throw err;
-      this.leave(socket, "error");
-      return false;
-    }
-    this.metrics.row[C.bytesOut] += bytes;
-    const buffered = socket.bufferedAmount;
-    const limit = this.#options.maxBufferedBytes;
-    if (buffered > limit) {
-      // One event-loop turn can queue more than the limit before Deno writes anything, even
-      // for a fast reader, and a busy event loop may not let Deno write for a while: judge it
-      // SLOW_CONSUMER_GRACE_MS later, unless the queue is already far too long.
-      if (buffered > SLOW_CONSUMER_HARD_FACTOR * limit) this.#dropSlow(socket);
-      else this.#suspect(socket);
-    }
-    return true;
-  }
-
-  #suspect(socket: WebSocket): void {
-    this.#suspects.add(socket);
-    this.#suspectTimer ??= setTimeout(() => {
-      this.#suspectTimer = undefined;
-      for (const s of this.#suspects) {
-        if (s.bufferedAmount > this.#options.maxBufferedBytes) this.#dropSlow(s);
-      }
-      this.#suspects.clear();
-    }, SLOW_CONSUMER_GRACE_MS);
-  }
-
-  #dropSlow(socket: WebSocket): void {
-    this.drop(socket, 1008, "slow consumer", "slow_consumer");
-  }
-
-  /**
-   * Keep a dropped socket's connection slot until its peer finishes the close (Deno keeps the
-   * TCP connection until then), so peers that ignore close frames cannot pile up past the
-   * limits; release it anyway after {@link CLOSING_GRACE_MS} in case `close` never fires.
-   */
-  #holdSlot(socket: WebSocket, ip: string): void {
-    const timer = setTimeout(() => this.#released(socket), CLOSING_GRACE_MS);
-    Deno.unrefTimer(timer);
-    this.#closing.set(socket, { ip, timer });
-  }
-
-  /** The peer of a dropped socket finished closing (or the grace ran out): free its slot. */
-  #released(socket: WebSocket): void {
-    const held = this.#closing.get(socket);
-    if (!held) return;
-    clearTimeout(held.timer);
-    this.#closing.delete(socket);
-    this.#options.limiter.release(held.ip);
-  }
+/** The fields of a rename as the bus carries them. */
+function renamed(change: PresenceChange): { id: string; name: string; oldName: string } {
+  if (change.type !== "rename") throw new Error(`expected a rename, got ${change.type}`);
+  return { id: change.id, name: change.name, oldName: change.oldName };
 }

@@ -117,6 +117,11 @@ export function redactUrl(url: string): string {
 export interface RedisBusOptions {
   /** `--redis-url`. */
   url: string;
+  /**
+   * The id of the hub on this bus ({@link Hub.node}): its heartbeats carry it, and its own
+   * messages coming back from Redis are recognised by it.
+   */
+  node: string;
   /** `--history`: messages kept per room; 0 stores none. */
   history: number;
   /** `--history-ttl` in milliseconds. */
@@ -145,10 +150,10 @@ export class RedisBus implements Bus {
   readonly #pub: RedisClient;
   readonly #sub: RedisClient;
   #receive: ((message: BusMessage) => void) | undefined;
-  /** The hub's node id, learned from its first publish (its `sync`). */
-  #self: string | undefined;
+  /** The hub's node id. */
+  readonly #self: string;
   /** How this node's messages start on the wire, to skip their echo. */
-  #selfPrefix: string | undefined;
+  readonly #selfPrefix: string;
   /** When this node sent the latest heartbeat it has heard back; see {@link PEER_EXPIRY_MS}. */
   #echoAt: number | undefined;
   #up = false;
@@ -175,6 +180,8 @@ export class RedisBus implements Bus {
 
   constructor(options: RedisBusOptions) {
     this.#options = options;
+    this.#self = options.node;
+    this.#selfPrefix = `{"node":${JSON.stringify(options.node)},`;
     this.#row = options.metrics.row;
     this.#row[C.backplaneOn] = 1;
     this.#row[C.backplaneUp] = 0;
@@ -197,10 +204,6 @@ export class RedisBus implements Bus {
   }
 
   publish(m: BusMessage): void {
-    if (this.#self === undefined) {
-      this.#self = m.node;
-      this.#selfPrefix = `{"node":${JSON.stringify(m.node)},`;
-    }
     switch (m.t) {
       case "sync":
         // The hub's own, at its start; the bus sends one whenever it (re)connects anyway.
@@ -273,7 +276,7 @@ export class RedisBus implements Bus {
 
   /** A message from Redis: skip this node's echo, note who is alive, hand the rest to the hub. */
   readonly #listener = (payload: string): void => {
-    if (this.#selfPrefix !== undefined && payload.startsWith(this.#selfPrefix)) {
+    if (payload.startsWith(this.#selfPrefix)) {
       if (payload.startsWith(`${this.#selfPrefix}"t":"alive"`)) this.#echo(payload);
       return;
     }
@@ -422,7 +425,7 @@ export class RedisBus implements Bus {
   }
 
   #sendSync(): void {
-    if (this.#self !== undefined) this.#send(CONTROL_CHANNEL, { t: "sync", node: this.#self });
+    this.#send(CONTROL_CHANNEL, { t: "sync", node: this.#self });
   }
 
   #flushMembers(): void {
@@ -434,7 +437,7 @@ export class RedisBus implements Bus {
   }
 
   #heartbeat(): void {
-    if (this.#up && this.#self !== undefined) {
+    if (this.#up) {
       this.#send(CONTROL_CHANNEL, { t: "alive", node: this.#self, at: Date.now() });
     }
   }

@@ -25,7 +25,7 @@ export type ToWorker =
     /** The `--jwt-public-key` PEM, read once by the main thread. */
     jwtPublicKeyPem?: string;
   }
-  | { type: "stop"; code: number; reason: string };
+  | { type: "stop" };
 
 /** Messages to the main thread. */
 export type FromWorker =
@@ -37,12 +37,12 @@ function post(message: FromWorker): void {
   self.postMessage(message);
 }
 
-let stop: ((code: number, reason: string) => Promise<void>) | undefined;
+let stop: (() => Promise<void>) | undefined;
 
 self.onmessage = async (e: MessageEvent<ToWorker>) => {
   const m = e.data;
   if (m.type === "stop") {
-    await stop?.(m.code, m.reason);
+    await stop?.();
     post({ type: "stopped" });
     return;
   }
@@ -70,8 +70,8 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       ...m.tls,
       onListen: ({ hostname, port }) => post({ type: "listening", hostname, port }),
     }, handler);
-    stop = async (code, reason) => {
-      await hub.closeAll(code, reason);
+    stop = async () => {
+      await hub.closeAll();
       await hub.dispose();
       await server.shutdown();
     };

@@ -99,7 +99,7 @@ export function startServer(
     logs,
     ws: (path = "/") => `ws://127.0.0.1:${port}${path}`,
     async close() {
-      await hub.closeAll(1001, "server shutting down");
+      await hub.closeAll();
       await hub.dispose();
       await server.shutdown();
     },

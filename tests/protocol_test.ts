@@ -4,7 +4,6 @@
  * its TTL, recovery with `since`, coalesced frames, and a 100-client fan-out.
  */
 import assert from "node:assert/strict";
-import type { Member } from "../src/hub.ts";
 import {
   checkName,
   MAX_TEXT_LENGTH,
@@ -505,10 +504,10 @@ Deno.test("events ready in the same turn arrive as one frame of newline-separate
     await chat.next("join");
     assert.equal(JSON.parse(await wire.text()).type, "join");
 
-    // A speaker that is not a socket: hub.say reads only its id, name and room.
-    const bot = { id: "bot", name: "Bot", room: "/co" } as Member;
+    // A speaker that is not a socket: the publish path needs only its id and name.
+    const bot = { id: "bot", name: "Bot" };
     const framesBefore = chat.frameCount;
-    for (let i = 0; i < 5; i++) server.hub.say(bot, `burst ${i}`); // one synchronous turn
+    for (let i = 0; i < 5; i++) server.hub.publish("/co", `burst ${i}`, bot); // one synchronous turn
 
     const frame = await wire.text();
     const lines = frame.split("\n");

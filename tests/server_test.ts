@@ -160,7 +160,7 @@ Deno.test("upgrades that arrive during shutdown are refused with 503 shutting_do
   const server = startServer();
   try {
     const a = await rawClient(server.ws("/r"));
-    const closing = server.hub.closeAll(1001, "server shutting down");
+    const closing = server.hub.closeAll();
     const res = await fetch(`${server.origin}/r`, {
       headers: UPGRADE_HEADERS,
     });

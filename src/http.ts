@@ -1,0 +1,57 @@
+/**
+ * HTTP building blocks every handler shares: the handler shape `Deno.serve` expects, JSON
+ * responses, and the one JSON error shape with its stable codes.
+ * @module
+ */
+
+/** Connection details Deno passes next to the request; optional for in-process tests. */
+export interface RequestInfo {
+  remoteAddr?: Deno.Addr;
+}
+
+/** A request handler in the shape `Deno.serve` expects. */
+export type Handler = (req: Request, info?: RequestInfo) => Response | Promise<Response>;
+
+/** Stable codes of HTTP errors, carried in `{"error": {"code", "message"}}` bodies. */
+export type HttpErrorCode =
+  | "bad_request"
+  | "invalid_name"
+  | "unsupported_protocol"
+  | "unsupported_version"
+  | "method_not_allowed"
+  | "not_found"
+  | "forbidden_origin"
+  | "too_many_connections"
+  | "invalid_token"
+  | "forbidden_room"
+  | "unauthorized"
+  | "invalid_room"
+  | "payload_too_large"
+  | "unsupported_media_type"
+  | "shutting_down";
+
+/** A JSON error response; every HTTP error chorus returns has this shape. */
+export function httpError(
+  status: number,
+  code: HttpErrorCode,
+  message: string,
+  headers: HeadersInit = {},
+): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json; charset=utf-8");
+  return new Response(JSON.stringify({ error: { code, message } }) + "\n", { status, headers: h });
+}
+
+/** A 200 JSON response that no cache keeps: live state such as `/healthz` and the API. */
+export function json(body: unknown, headers: HeadersInit = {}): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json; charset=utf-8");
+  h.set("cache-control", "no-store");
+  return new Response(JSON.stringify(body) + "\n", { headers: h });
+}
+
+/** The client's IP address, or `unknown` when Deno did not say (in-process tests). */
+export function remoteIp(info: RequestInfo | undefined): string {
+  const addr = info?.remoteAddr;
+  return addr && (addr.transport === "tcp" || addr.transport === "udp") ? addr.hostname : "unknown";
+}
