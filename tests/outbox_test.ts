@@ -1,0 +1,98 @@
+/** The outbox without sockets: batching, frames of one's own, slow and broken peers. */
+import assert from "node:assert/strict";
+import { Metrics } from "../src/metrics.ts";
+import { Outbox, SLOW_CONSUMER_HARD_FACTOR } from "../src/outbox.ts";
+import type { Peer } from "../src/transport.ts";
+import { Inbox } from "./helpers.ts";
+import { StubPeer } from "./stub_peer.ts";
+
+function outbox(maxBufferedBytes = 1000) {
+  const slow = new Inbox<Peer>();
+  const broken: Peer[] = [];
+  const box = new Outbox({
+    maxBufferedBytes,
+    metrics: new Metrics(),
+    onSlow: (peer) => slow.push(peer),
+    onBroken: (peer) => void broken.push(peer),
+  });
+  return { box, slow, broken };
+}
+
+const line = (n: number) => JSON.stringify({ type: "message", text: `m${n}` });
+
+Deno.test("a room's events go out as one frame shared by its peers, built once", () => {
+  const { box } = outbox();
+  const [a, b] = [new StubPeer(), new StubPeer()];
+  const room = new Set<Peer>([a, b]);
+  box.toRoom(room, line(1), 10);
+  box.toRoom(room, line(2), 10);
+  assert.equal(a.sent.length, 0, "nothing is written before the flush");
+  box.flush();
+  assert.deepEqual(a.sent, [`${line(1)}\n${line(2)}`]);
+  assert.equal(b.sent[0], a.sent[0]);
+  box.dispose();
+});
+
+Deno.test("a peer with events of its own gets them in place among the room's, in one frame", () => {
+  const { box } = outbox();
+  const [a, b] = [new StubPeer(), new StubPeer()];
+  const room = new Set<Peer>([a, b]);
+  box.toRoom(room, line(1), 10);
+  box.toPeer(room, a, '{"type":"error"}', 16);
+  box.toRoom(room, line(2), 10);
+  box.flush();
+  assert.deepEqual(a.sent, [`${line(1)}\n{"type":"error"}\n${line(2)}`]);
+  assert.deepEqual(b.sent, [`${line(1)}\n${line(2)}`]);
+  box.dispose();
+});
+
+Deno.test("a fresh peer skips what the room had pending; an excluded peer misses one event", () => {
+  const { box } = outbox();
+  const [a, b, c] = [new StubPeer(), new StubPeer(), new StubPeer()];
+  const room = new Set<Peer>([a, b, c]);
+  box.toRoom(room, line(1), 10);
+  box.toPeer(room, c, '{"type":"welcome"}', 18, true);
+  box.toRoom(room, '{"type":"join"}', 15, c);
+  box.toRoom(room, line(2), 10);
+  box.flush();
+  assert.deepEqual(c.sent, [`{"type":"welcome"}\n${line(2)}`]);
+  assert.deepEqual(a.sent, [`${line(1)}\n{"type":"join"}\n${line(2)}`]);
+  box.dispose();
+});
+
+Deno.test("sendAll writes at once to open peers only, and a throwing peer is reported broken", () => {
+  const { box, broken } = outbox();
+  const [open, closing, failing] = [new StubPeer(), new StubPeer(2), new StubPeer()];
+  failing.failWith = new DOMException("gone", "InvalidStateError");
+  box.sendAll(new Set<Peer>([open, closing, failing]), "raw", 3);
+  assert.deepEqual(open.sent, ["raw"]);
+  assert.deepEqual(closing.sent, []);
+  assert.deepEqual(broken, [failing]);
+  box.dispose();
+});
+
+Deno.test("a queue far over the limit is slow at once; one just over it after the grace", async () => {
+  const { box, slow } = outbox(1000);
+  const [far, near, fine] = [new StubPeer(), new StubPeer(), new StubPeer()];
+  far.bufferedAmount = SLOW_CONSUMER_HARD_FACTOR * 1000 + 1;
+  near.bufferedAmount = 1001;
+  box.sendAll(new Set<Peer>([far, near, fine]), "x", 1);
+  assert.equal(slow.size, 1, "the far one at once, the near one not yet");
+  assert.equal(await slow.next("the far peer"), far);
+  assert.equal(await slow.next("the near peer, after the grace"), near);
+  assert.equal(slow.size, 0, "the fine peer is never slow");
+  box.dispose();
+});
+
+Deno.test("a peer that drained during the grace is not slow", async () => {
+  const { box, slow } = outbox(1000);
+  const drained = new StubPeer();
+  const stuck = new StubPeer();
+  drained.bufferedAmount = stuck.bufferedAmount = 1500;
+  box.sendAll(new Set<Peer>([drained, stuck]), "x", 1);
+  drained.bufferedAmount = 0;
+  // Both are judged in the same turn: once the stuck one is reported, the verdict is complete.
+  assert.equal(await slow.next("the stuck peer"), stuck);
+  assert.equal(slow.size, 0);
+  box.dispose();
+});
