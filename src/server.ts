@@ -18,7 +18,7 @@ import {
   protocolError,
   SUBPROTOCOL,
 } from "./protocol.ts";
-import { ASSET_PREFIX, ASSETS, PAGE, serveAsset } from "./static.ts";
+import { ASSET_PREFIX, ASSETS, pageAt, serveAsset } from "./static.ts";
 
 /** What the handler is built from. */
 export interface HandlerDeps {
@@ -29,10 +29,12 @@ export interface HandlerDeps {
   verify?: Verifier;
   /** Answers everything under `/api`; without it those paths are 404. */
   api?: ApiHandler;
+  /** Path prefix everything is served under (see {@link underBase}), normalised; `""` for none. */
+  basePath?: string;
 }
 
 /** The HTTP API's handler (`src/api.ts`), given the request and the client's address. */
-export type ApiHandler = (req: Request, ip: string) => Promise<Response>;
+export type ApiHandler = (req: Request, ip: string, url: URL) => Promise<Response>;
 
 /** Connection details Deno passes next to the request; optional for in-process tests. */
 export interface RequestInfo {
@@ -90,13 +92,17 @@ export function createHandler(deps: HandlerDeps): Handler {
   const { hub } = deps;
   const startedAt = Date.now();
   const on = listeners(deps);
+  const page = pageAt(deps.basePath ?? "");
 
   return (req, info) => {
-    if (isUpgrade(req)) return upgrade(deps, on, req, info);
-    const url = new URL(req.url);
+    const url = underBase(new URL(req.url), deps.basePath ?? "");
+    if (url === null) return httpError(404, "not_found", "not under the base path");
+    if (isUpgrade(req)) return upgrade(deps, on, req, url, info);
     if (hasTraversal(req.url)) return httpError(404, "not_found", "not found");
     if (url.pathname === API_PREFIX || url.pathname.startsWith(`${API_PREFIX}/`)) {
-      return deps.api ? deps.api(req, remoteIp(info)) : httpError(404, "not_found", "not found");
+      return deps.api
+        ? deps.api(req, remoteIp(info), url)
+        : httpError(404, "not_found", "not found");
     }
     if (req.method !== "GET" && req.method !== "HEAD") {
       return httpError(405, "method_not_allowed", `${req.method} is not allowed`, ALLOW);
@@ -127,8 +133,23 @@ export function createHandler(deps: HandlerDeps): Handler {
       const file = ASSETS.get(url.pathname.slice(ASSET_PREFIX.length));
       return file ? serveAsset(req, file) : httpError(404, "not_found", "no such asset");
     }
-    return serveAsset(req, PAGE);
+    return serveAsset(req, page);
   };
+}
+
+/**
+ * The request URL as chorus routes it: with `basePath` (`/ws`) removed from the path, so
+ * `/ws/lobby` is room `/lobby` and `/ws` or `/ws/` is `/`; null when the path is not under
+ * `basePath`. Everything chorus answers, `/healthz`, `/metrics` and `/api` included, lives
+ * under it.
+ */
+function underBase(url: URL, basePath: string): URL | null {
+  if (basePath === "") return url;
+  const path = url.pathname;
+  if (path !== basePath && !path.startsWith(`${basePath}/`)) return null;
+  const routed = new URL(url);
+  routed.pathname = path.slice(basePath.length) || "/";
+  return routed;
 }
 
 function isUpgrade(req: Request): boolean {
@@ -171,6 +192,7 @@ function upgrade(
   deps: HandlerDeps,
   on: Listeners,
   req: Request,
+  url: URL,
   info: RequestInfo | undefined,
 ): Response | Promise<Response> {
   const { log, config } = deps;
@@ -217,7 +239,6 @@ function upgrade(
       `only the "${SUBPROTOCOL}" subprotocol is supported`,
     );
   }
-  const url = new URL(req.url);
   const rawName = url.searchParams.get("name");
   let name: string | undefined;
   if (rawName !== null) {
