@@ -7,17 +7,25 @@
 import { createApi } from "./api.ts";
 import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
-import type { Config } from "./config.ts";
+import { type Config, ConfigError } from "./config.ts";
 import { Hub } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { createHandler, type Handler } from "./server.ts";
 
-/** The parts of one server; `Deno.serve` takes `handler`, shutdown uses `hub`. */
+/** Close code and reason every client sees when the server stops. */
+export const SHUTDOWN_CLOSE = { code: 1001, reason: "server shutting down" } as const;
+
+/** The parts of one server; `Deno.serve` takes `handler`. */
 export interface App {
   hub: Hub;
   handler: Handler;
+  /**
+   * Close every socket (by default with {@link SHUTDOWN_CLOSE}), waiting up to 2 s for the
+   * close handshakes, then dispose of the hub. New upgrades get 503 from the first moment.
+   */
+  shutdown(code?: number, reason?: string): Promise<void>;
 }
 
 /** State a worker shares with the other workers of its process. */
@@ -43,6 +51,28 @@ export interface AppOptions {
   jwtPublicKeyPem?: string;
   /** Builds the hub's bus to other instances (see {@link redisBackplane}); wins over `shared.bus`. */
   bus?: BusFactory;
+  /** Path prefix to serve everything under, e.g. `/ws` (see {@link normaliseBasePath}). */
+  basePath?: string;
+}
+
+/**
+ * A base path as the handler wants it: `""` for none (also for `"/"`), else `/a/b` with no
+ * trailing slash. Segments are letters, digits and `-._~`, never `.` or `..`, so the prefix
+ * is safe to put in the page's HTML. Throws {@link ConfigError} for anything else.
+ */
+export function normaliseBasePath(raw: string): string {
+  const path = raw.replace(/\/+$/, "");
+  if (path === "") return "";
+  const segments = path.split("/").slice(1);
+  if (
+    !path.startsWith("/") ||
+    !segments.every((seg) => /^[A-Za-z0-9._~-]+$/.test(seg) && seg !== "." && seg !== "..")
+  ) {
+    throw new ConfigError(
+      `basePath: expected a path like /ws (letters, digits and -._~ per segment), got "${raw}"`,
+    );
+  }
+  return path;
 }
 
 /** Makes a bus that counts into the hub's metrics. */
@@ -72,7 +102,7 @@ export async function redisBackplane(
 /** Build the hub and handler of one server from its config. */
 export function createApp(
   config: Config,
-  { log, now, shared, jwtPublicKeyPem, bus }: AppOptions,
+  { log, now, shared, jwtPublicKeyPem, bus, basePath = "" }: AppOptions,
 ): App {
   const metrics = new Metrics(shared?.metrics, shared?.index);
   const hub = new Hub({
@@ -103,19 +133,37 @@ export function createApp(
     log,
   });
   const verify = createConnectionVerifier(config, jwtPublicKeyPem);
-  return { hub, handler: createHandler({ config, hub, log, verify, api }) };
+  const handler = createHandler({
+    config,
+    hub,
+    log,
+    verify,
+    api,
+    basePath: normaliseBasePath(basePath),
+  });
+  return {
+    hub,
+    handler,
+    async shutdown(code = SHUTDOWN_CLOSE.code, reason = SHUTDOWN_CLOSE.reason) {
+      await hub.closeAll(code, reason);
+      await hub.dispose();
+    },
+  };
 }
 
-/** The token check `--jwt-secret` or `--jwt-public-key` asks for; none when neither is set. */
+/**
+ * The token check `--jwt-secret` or `--jwt-public-key` asks for (a library user passes the
+ * key's PEM text alone); none when neither is set.
+ */
 function createConnectionVerifier(
   config: Config,
   jwtPublicKeyPem: string | undefined,
 ): Verifier | undefined {
   const { jwtSecret, jwtPublicKey } = config;
-  if (jwtSecret === undefined && jwtPublicKey === undefined) return undefined;
   if (jwtPublicKey !== undefined && jwtPublicKeyPem === undefined) {
     throw new Error(`--jwt-public-key ${jwtPublicKey} was not read before building the app`);
   }
+  if (jwtSecret === undefined && jwtPublicKeyPem === undefined) return undefined;
   return createVerifier({
     key: jwtSecret !== undefined ? { secret: jwtSecret } : { publicKeyPem: jwtPublicKeyPem! },
     audience: config.jwtAudience,
