@@ -1,17 +1,15 @@
 /**
- * chorus: a real-time WebSocket broadcast hub. This file only wires the modules together and
- * owns the process: flags, `Deno.serve`, signals and exit codes.
+ * chorus: a real-time WebSocket broadcast hub. This file is the command line: it owns the
+ * process (flags, `Deno.serve`, signals, exit codes) and builds the server with `createApp`
+ * of `src/app.ts`, as the library entry point `mod.ts` does.
  * @module
  */
 import meta from "./deno.json" with { type: "json" };
 import { KeyError, loadPublicKey, mintToken } from "./src/auth.ts";
 import { type Config, ConfigError, parseConfig, tokenUsage, usage } from "./src/config.ts";
-import { type BusFactory, createApp, redisBackplane } from "./src/app.ts";
+import { type BusFactory, createApp, redisBackplane, SHUTDOWN_CLOSE } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
-
-/** Close code and reason every client sees when the server stops. */
-const SHUTDOWN_CLOSE = { code: 1001, reason: "server shutting down" } as const;
 
 /** The hint under a bad flag; the full usage stays on `--help`. */
 const USAGE_HINT = "Run 'chorus --help' for usage.";
@@ -54,19 +52,18 @@ function startSingle(
   log: Logger,
   bus: BusFactory | undefined,
 ): Running {
-  const { hub, handler } = createApp(config, { log, jwtPublicKeyPem, bus });
+  const app = createApp(config, { log, jwtPublicKeyPem, bus });
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
     ...tls,
     onListen() {},
-  }, handler);
+  }, app.handler);
   return {
     ...server.addr,
     async stop(code, reason) {
-      log.info("shutting down", { connections: hub.connections });
-      await hub.closeAll(code, reason);
-      await hub.dispose();
+      log.info("shutting down", { connections: app.hub.connections });
+      await app.shutdown(code, reason);
       await server.shutdown();
     },
   };
