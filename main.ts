@@ -1,6 +1,7 @@
 /**
- * chorus: a real-time WebSocket broadcast hub. This file only wires the modules together and
- * owns the process: flags, `Deno.serve`, signals and exit codes.
+ * chorus: a real-time WebSocket broadcast hub. This file is the command line: it owns the
+ * process (flags, `Deno.serve`, signals, exit codes) and builds the server with `createApp`
+ * of `src/app.ts`, as the library entry point `mod.ts` does.
  * @module
  */
 import meta from "./deno.json" with { type: "json" };
@@ -9,6 +10,23 @@ import { type Config, ConfigError, parseConfig, tokenUsage, usage } from "./src/
 import { type BusFactory, createApp, redisBackplane } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
+
+/** The hint under a bad flag; the full usage stays on `--help`. */
+const USAGE_HINT = "Run 'chorus --help' for usage.";
+
+/**
+ * A reason to stop before serving: a file that cannot be read, a missing permission, a port
+ * that cannot be taken. Helpers throw it and {@link exit} alone prints it and sets the status.
+ */
+class StartError extends Error {
+  override name = "StartError";
+  /** The process exit status: 2 for configuration, 1 for a failure to listen. */
+  readonly status: number;
+  constructor(message: string, status = 2) {
+    super(message);
+    this.status = status;
+  }
+}
 
 function readEnv(name: string): string | undefined {
   try {
@@ -35,19 +53,18 @@ function startSingle(
   log: Logger,
   bus: BusFactory | undefined,
 ): Running {
-  const { hub, handler } = createApp(config, { log, jwtPublicKeyPem, bus });
+  const app = createApp(config, { log, jwtPublicKeyPem, bus });
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
     ...tls,
     onListen() {},
-  }, handler);
+  }, app.handler);
   return {
     ...server.addr,
     async stop() {
-      log.info("shutting down", { connections: hub.connections });
-      await hub.closeAll();
-      await hub.dispose();
+      log.info("shutting down", { connections: app.hub.connections });
+      await app.shutdown();
       await server.shutdown();
     },
   };
@@ -77,10 +94,10 @@ async function serve(config: Config): Promise<void> {
       : startSingle(config, tls, jwtPublicKeyPem, log, await redisBackplane(config, log));
   } catch (err) {
     if (!isListenError(err)) throw err;
-    console.error(
-      `chorus: cannot listen on ${config.hostname}:${config.port}: ${err.message.split("\n")[0]}`,
+    throw new StartError(
+      `cannot listen on ${config.hostname}:${config.port}: ${err.message.split("\n")[0]}`,
+      1,
     );
-    Deno.exit(1);
   }
   const host = running.hostname.includes(":") ? `[${running.hostname}]` : running.hostname;
   console.log(`chorus listening on ${tls ? "https" : "http"}://${host}:${running.port}/`);
@@ -113,10 +130,9 @@ function checkRedisPermissions(config: Config): void {
       : [`--allow-net=${host}`]),
   ];
   if (missing.length === 0) return;
-  console.error(
-    `chorus: --redis-url: the Redis client needs more permissions (grant ${missing.join(" ")})`,
+  throw new StartError(
+    `--redis-url: the Redis client needs more permissions (grant ${missing.join(" ")})`,
   );
-  Deno.exit(2);
 }
 
 /** PEM certificate and key, as `Deno.serve` takes them. */
@@ -131,8 +147,7 @@ function readPem(path: string, flag: string): string {
       throw err;
     }
     const hint = err instanceof Deno.errors.NotCapable ? ` (grant --allow-read=${path})` : "";
-    console.error(`chorus: ${flag}: cannot read ${path}: ${err.message.split("\n")[0]}${hint}`);
-    Deno.exit(2);
+    throw new StartError(`${flag}: cannot read ${path}: ${err.message.split("\n")[0]}${hint}`);
   }
 }
 
@@ -147,8 +162,7 @@ function readTls(config: Config): Tls | undefined {
   } catch (err) {
     // Deno reports unreadable PEM data as InvalidData and a key of another pair as a plain Error.
     if (!(err instanceof Deno.errors.InvalidData || err?.constructor === Error)) throw err;
-    console.error(`chorus: --cert/--key: ${err.message.split("\n")[0]}`);
-    Deno.exit(2);
+    throw new StartError(`--cert/--key: ${err.message.split("\n")[0]}`);
   }
   return tls;
 }
@@ -164,24 +178,14 @@ async function readJwtPublicKey(config: Config): Promise<string | undefined> {
     await loadPublicKey(pem);
   } catch (err) {
     if (!(err instanceof KeyError)) throw err;
-    console.error(`chorus: --jwt-public-key: ${config.jwtPublicKey}: ${err.message}`);
-    Deno.exit(2);
+    throw new StartError(`--jwt-public-key: ${config.jwtPublicKey}: ${err.message}`);
   }
   return pem;
 }
 
-if (import.meta.main) {
-  let command;
-  try {
-    command = parseConfig(Deno.args, readEnv);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    // `token` is a tool for scripts: its errors are one line, without the server's usage.
-    console.error(
-      Deno.args[0] === "token" ? `chorus: ${err.message}` : `chorus: ${err.message}\n\n${usage()}`,
-    );
-    Deno.exit(2);
-  }
+/** Parse the command line and do what it asks; every failure is thrown, for {@link exit}. */
+async function run(args: string[]): Promise<void> {
+  const command = parseConfig(args, readEnv);
   switch (command.kind) {
     case "help":
       console.log(usage());
@@ -198,5 +202,31 @@ if (import.meta.main) {
     case "token-help":
       console.log(tokenUsage());
       break;
+  }
+}
+
+/**
+ * The one place the CLI gives up: one `chorus: ...` line on stderr and the error's status. A
+ * bad flag or environment value adds a hint to `--help` (the `token` tool, used by scripts,
+ * does not); anything else is a bug and keeps its stack trace.
+ */
+function exit(err: unknown, args: string[]): never {
+  if (err instanceof ConfigError) {
+    console.error(`chorus: ${err.message}`);
+    if (args[0] !== "token") console.error(USAGE_HINT);
+    Deno.exit(2);
+  }
+  if (err instanceof StartError) {
+    console.error(`chorus: ${err.message}`);
+    Deno.exit(err.status);
+  }
+  throw err;
+}
+
+if (import.meta.main) {
+  try {
+    await run(Deno.args);
+  } catch (err) {
+    exit(err, Deno.args);
   }
 }

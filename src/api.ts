@@ -33,8 +33,7 @@ const CHALLENGE = 'Bearer realm="chorus"';
 /** Build the API handler; `src/app.ts` builds one only when an API key is configured. */
 export function createApi(deps: ApiDeps): ApiHandler {
   const { hub, log } = deps;
-  return async (req, ip) => {
-    const url = new URL(req.url);
+  return async (req, ip, url) => {
     const denied = checkKey(req.headers.get("authorization"), deps.apiKey);
     if (denied !== null) {
       log.warn("api request refused", { status: 401, code: "unauthorized", detail: denied, ip });

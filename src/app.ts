@@ -7,17 +7,23 @@
 import { createApi } from "./api.ts";
 import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
-import type { Config } from "./config.ts";
+import { type Config, ConfigError } from "./config.ts";
 import { Hub, newNodeId } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { createHandler, type Handler } from "./server.ts";
 
-/** The parts of one server; `Deno.serve` takes `handler`, shutdown uses `hub`. */
+/** The parts of one server; `Deno.serve` takes `handler`. */
 export interface App {
   hub: Hub;
   handler: Handler;
+  /**
+   * Close every socket with 1001 `server shutting down` (see `src/close.ts`), waiting up to
+   * 2 s for the close handshakes, then dispose of the hub. New upgrades get 503 from the first
+   * moment.
+   */
+  shutdown(): Promise<void>;
 }
 
 /** State a worker shares with the other workers of its process. */
@@ -43,6 +49,28 @@ export interface AppOptions {
   jwtPublicKeyPem?: string;
   /** Builds the hub's bus to other instances (see {@link redisBackplane}); wins over `shared.bus`. */
   bus?: BusFactory;
+  /** Path prefix to serve everything under, e.g. `/ws` (see {@link normaliseBasePath}). */
+  basePath?: string;
+}
+
+/**
+ * A base path as the handler wants it: `""` for none (also for `"/"`), else `/a/b` with no
+ * trailing slash. Segments are letters, digits and `-._~`, never `.` or `..`, so the prefix
+ * is safe to put in the page's HTML. Throws {@link ConfigError} for anything else.
+ */
+export function normaliseBasePath(raw: string): string {
+  const path = raw.replace(/\/+$/, "");
+  if (path === "") return "";
+  const segments = path.split("/").slice(1);
+  if (
+    !path.startsWith("/") ||
+    !segments.every((seg) => /^[A-Za-z0-9._~-]+$/.test(seg) && seg !== "." && seg !== "..")
+  ) {
+    throw new ConfigError(
+      `basePath: expected a path like /ws (letters, digits and -._~ per segment), got "${raw}"`,
+    );
+  }
+  return path;
 }
 
 /** Makes the bus of the hub with id `node`, counting into the hub's metrics. */
@@ -73,7 +101,7 @@ export async function redisBackplane(
 /** Build the hub and handler of one server from its config. */
 export function createApp(
   config: Config,
-  { log, now, shared, jwtPublicKeyPem, bus }: AppOptions,
+  { log, now, shared, jwtPublicKeyPem, bus, basePath = "" }: AppOptions,
 ): App {
   const metrics = new Metrics(shared?.metrics, shared?.index);
   const node = newNodeId();
@@ -106,19 +134,37 @@ export function createApp(
     log,
   });
   const verify = createConnectionVerifier(config, jwtPublicKeyPem);
-  return { hub, handler: createHandler({ config, hub, log, verify, api }) };
+  const handler = createHandler({
+    config,
+    hub,
+    log,
+    verify,
+    api,
+    basePath: normaliseBasePath(basePath),
+  });
+  return {
+    hub,
+    handler,
+    async shutdown() {
+      await hub.closeAll();
+      await hub.dispose();
+    },
+  };
 }
 
-/** The token check `--jwt-secret` or `--jwt-public-key` asks for; none when neither is set. */
+/**
+ * The token check `--jwt-secret` or `--jwt-public-key` asks for (a library user passes the
+ * key's PEM text alone); none when neither is set.
+ */
 function createConnectionVerifier(
   config: Config,
   jwtPublicKeyPem: string | undefined,
 ): Verifier | undefined {
   const { jwtSecret, jwtPublicKey } = config;
-  if (jwtSecret === undefined && jwtPublicKey === undefined) return undefined;
   if (jwtPublicKey !== undefined && jwtPublicKeyPem === undefined) {
     throw new Error(`--jwt-public-key ${jwtPublicKey} was not read before building the app`);
   }
+  if (jwtSecret === undefined && jwtPublicKeyPem === undefined) return undefined;
   return createVerifier({
     key: jwtSecret !== undefined ? { secret: jwtSecret } : { publicKeyPem: jwtPublicKeyPem! },
     audience: config.jwtAudience,

@@ -447,6 +447,22 @@ export function parseConfig(
   return { kind: "serve", config: config as unknown as Config };
 }
 
+/**
+ * A {@link Config} from typed values, for code that embeds chorus instead of parsing flags
+ * (`mod.ts`): each value given is checked by its option's parser, with the same ranges as the
+ * flag and the key as the label, and the rest come from {@link DEFAULTS}. Throws
+ * {@link ConfigError}.
+ */
+export function configFrom(values: Partial<Config>): Config {
+  const config: Record<string, unknown> = { ...DEFAULTS };
+  for (const o of OPTIONS) {
+    const value = values[o.key];
+    if (value === undefined) continue;
+    config[o.key] = o.parse(Array.isArray(value) ? value.join(",") : String(value), o.key);
+  }
+  return config as unknown as Config;
+}
+
 /** Longest `--ttl` of `main.ts token`: a year. */
 export const MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600;
 

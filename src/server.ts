@@ -10,7 +10,7 @@ import { createAccept } from "./connection.ts";
 import { type Handler, httpError, json, remoteIp, type RequestInfo } from "./http.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
-import { ASSET_PREFIX, ASSETS, PAGE, serveAsset } from "./static.ts";
+import { ASSET_PREFIX, ASSETS, pageAt, serveAsset } from "./static.ts";
 import { type Admitted, checkUpgrade, refusalResponse, REFUSALS, type Refused } from "./upgrade.ts";
 
 export type { Handler, RequestInfo };
@@ -24,10 +24,15 @@ export interface HandlerDeps {
   verify?: Verifier;
   /** Answers everything under `/api`; without it those paths are 404. */
   api?: ApiHandler;
+  /** Path prefix everything is served under, already normalised (`/ws`); `""` for none. */
+  basePath?: string;
 }
 
-/** The HTTP API's handler (`src/api.ts`), given the request and the client's address. */
-export type ApiHandler = (req: Request, ip: string) => Promise<Response>;
+/**
+ * The HTTP API's handler (`src/api.ts`), given the request, the client's address and the URL
+ * as routed (without the base path).
+ */
+export type ApiHandler = (req: Request, ip: string, url: URL) => Promise<Response>;
 
 const ALLOW = { allow: "GET, HEAD" };
 
@@ -40,6 +45,8 @@ export function createHandler(deps: HandlerDeps): Handler {
   const startedAt = Date.now();
   const accept = createAccept(deps);
   const checks = { config: deps.config, verify: deps.verify };
+  const basePath = deps.basePath ?? "";
+  const page = pageAt(basePath);
 
   /** Count and log a refused upgrade, and answer it. */
   function refuse(req: Request, ip: string, refused: Refused): Response {
@@ -66,11 +73,14 @@ export function createHandler(deps: HandlerDeps): Handler {
   }
 
   return (req, info) => {
-    if (isUpgrade(req)) return upgrade(req, remoteIp(info), new URL(req.url).pathname);
-    const url = new URL(req.url);
+    const url = underBase(new URL(req.url), basePath);
+    if (url === null) return httpError(404, "not_found", "not under the base path");
+    if (isUpgrade(req)) return upgrade(req, remoteIp(info), url.pathname);
     if (hasTraversal(req.url)) return httpError(404, "not_found", "not found");
     if (url.pathname === API_PREFIX || url.pathname.startsWith(`${API_PREFIX}/`)) {
-      return deps.api ? deps.api(req, remoteIp(info)) : httpError(404, "not_found", "not found");
+      return deps.api
+        ? deps.api(req, remoteIp(info), url)
+        : httpError(404, "not_found", "not found");
     }
     if (req.method !== "GET" && req.method !== "HEAD") {
       return httpError(405, "method_not_allowed", `${req.method} is not allowed`, ALLOW);
@@ -98,8 +108,23 @@ export function createHandler(deps: HandlerDeps): Handler {
       const file = ASSETS.get(url.pathname.slice(ASSET_PREFIX.length));
       return file ? serveAsset(req, file) : httpError(404, "not_found", "no such asset");
     }
-    return serveAsset(req, PAGE);
+    return serveAsset(req, page);
   };
+}
+
+/**
+ * The request URL as chorus routes it: with `basePath` (`/ws`) removed from the path, so
+ * `/ws/lobby` is room `/lobby` and `/ws` or `/ws/` is `/`; null when the path is not under
+ * `basePath`. Everything chorus answers, `/healthz`, `/metrics` and `/api` included, lives
+ * under it.
+ */
+function underBase(url: URL, basePath: string): URL | null {
+  if (basePath === "") return url;
+  const path = url.pathname;
+  if (path !== basePath && !path.startsWith(`${basePath}/`)) return null;
+  const routed = new URL(url);
+  routed.pathname = path.slice(basePath.length) || "/";
+  return routed;
 }
 
 function isUpgrade(req: Request): boolean {

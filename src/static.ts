@@ -43,6 +43,19 @@ function fnv1a(bytes: Uint8Array): number {
 /** The chat page, served for every path that is not an asset. */
 export const PAGE: Asset = asset(indexHtml, "text/html; charset=utf-8");
 
+/**
+ * The chat page for a server mounted under `basePath` (`/ws`): its asset links point under the
+ * base, and a `chorus-base` meta tag tells the script which part of its URL is the base rather
+ * than the room. `basePath` must be normalised (`/a/b`, no trailing slash, no quotes or `<`).
+ */
+export function pageAt(basePath: string): Asset {
+  if (basePath === "") return PAGE;
+  const html = indexHtml
+    .replaceAll(`"${ASSET_PREFIX}`, `"${basePath}${ASSET_PREFIX}`)
+    .replace("<head>", `<head>\n    <meta name="chorus-base" content="${basePath}">`);
+  return asset(html, PAGE.contentType);
+}
+
 /** Assets by their path under {@link ASSET_PREFIX}. */
 export const ASSETS: ReadonlyMap<string, Asset> = new Map([
   ["app.js", asset(appJs, "text/javascript; charset=utf-8")],

@@ -19,6 +19,11 @@ const STICKY_PX = 40;
 const STOP_CODES = new Set([1000, 1002, 1003, 1007, 1009, 1010]);
 /** Close codes after which the page reconnects, but not before {@link LATER_MIN_MS}. */
 const LATER_CODES = new Set([1001, 1008, 1013]);
+/**
+ * Path prefix the server is mounted under (`/ws` when an app embeds chorus there), from the
+ * page's `chorus-base` meta tag; "" when chorus owns the whole origin. The room is the rest.
+ */
+const BASE = document.querySelector('meta[name="chorus-base"]')?.getAttribute("content") ?? "";
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
@@ -382,7 +387,8 @@ function onNameSubmit(e) {
 function onRoomSubmit(e) {
   e.preventDefault();
   const raw = ui.room.value.trim().replace(/^[/\\]+/, "");
-  const url = new URL(`/${raw.replace(/[?#]/g, (c) => encodeURIComponent(c))}`, location.origin);
+  const path = `${BASE}/${raw.replace(/[?#]/g, (c) => encodeURIComponent(c))}`;
+  const url = new URL(path, location.origin);
   const token = new URLSearchParams(location.search).get("token");
   if (token !== null) url.searchParams.set("token", token);
   if (url.origin === location.origin) location.assign(url.pathname + url.search);
@@ -390,7 +396,7 @@ function onRoomSubmit(e) {
 
 /** Wire up the UI and connect. */
 function start() {
-  setRoom(location.pathname);
+  setRoom(location.pathname.slice(BASE.length) || "/");
   ui.name.value = storedName();
   ui.sendForm.addEventListener("submit", onSendSubmit);
   ui.nameForm.addEventListener("submit", onNameSubmit);

@@ -49,7 +49,14 @@ Deno.test("PORT from the environment is used and --port wins over it", async () 
   assert.equal((await flagged.output()).code, 0);
 });
 
-Deno.test("bad flags and values exit 2 with a one-line error and the usage", async () => {
+Deno.test("a bad flag prints exactly the error line and the --help hint, and exits 2", async () => {
+  const out = await runMain(["--bogus"]);
+  assert.equal(out.code, 2);
+  assert.equal(out.stdout, "");
+  assert.equal(out.stderr, "chorus: Unknown option '--bogus'\nRun 'chorus --help' for usage.\n");
+});
+
+Deno.test("bad flags and values exit 2 with one error line and the --help hint", async () => {
   for (
     const [args, env, pattern] of [
       [["--bogus"], {}, /^chorus: Unknown option '--bogus'/],
@@ -67,8 +74,11 @@ Deno.test("bad flags and values exit 2 with a one-line error and the usage", asy
   ) {
     const out = await runMain(args, env);
     assert.equal(out.code, 2, `${args.join(" ")} ${JSON.stringify(env)}`);
-    assert.match(out.stderr, pattern);
-    assert.match(out.stderr, /\n\nUsage: chorus \[options\]/);
+    const lines = out.stderr.split("\n");
+    assert.equal(lines.length, 3, out.stderr);
+    assert.match(lines[0], pattern);
+    assert.equal(lines[1], "Run 'chorus --help' for usage.");
+    assert.equal(lines[2], "");
     assert.equal(out.stdout, "");
   }
 });

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import type { Browser, BrowserContext, JSHandle, Page } from "playwright-core";
+import { createChorus } from "../mod.ts";
 import {
   type Client,
   EVENT_TIMEOUT_MS,
@@ -341,6 +342,46 @@ Deno.test({
       } finally {
         await server.close();
         if (!KEEP_SCREENSHOTS) await Deno.remove(shots, { recursive: true });
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: haveChromium
+    ? "the chat page under a base path: room without the prefix, connects, room box stays under it"
+    : `the chat page under a base path (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
+  ignore: !haveChromium,
+  async fn() {
+    const chorus = await createChorus({ basePath: "/ws", logLevel: "error" });
+    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
+      const { pathname } = new URL(req.url);
+      return pathname.startsWith("/ws/") ? chorus.handler(req, info) : new Response("app");
+    });
+    const origin = `http://127.0.0.1:${server.addr.port}`;
+    let browser: Browser | undefined;
+    try {
+      const { chromium } = await loadPlaywright();
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      const { page, errors } = await openChatPage(browser, "Ada");
+      await page.goto(`${origin}/ws/lobby`);
+      await waitConnected(page);
+      assert.equal(await page.locator("#room-name").textContent(), "/lobby");
+      assert.deepEqual(chorus.rooms().map((r) => r.room), ["/lobby"]);
+      assert.equal(chorus.publish("/lobby", "published by the app", "app"), 1);
+      await expectMessage(page, "published by the app", "app", false);
+      await page.locator("#room").fill("/stocks");
+      await page.locator("#room").press("Enter");
+      await page.waitForURL(`${origin}/ws/stocks`);
+      await waitConnected(page);
+      assert.equal(await page.locator("#room-name").textContent(), "/stocks");
+      assert.deepEqual(errors, []);
+    } finally {
+      try {
+        await browser?.close();
+      } finally {
+        await chorus.shutdown();
+        await server.shutdown();
       }
     }
   },
