@@ -26,7 +26,7 @@ export interface Shared {
   metrics: Float64Array;
   /** This worker's row. */
   index: number;
-  /** The connection counts of {@link limiterTable}. */
+  /** The connection counts of {@link limiterTable}, with a row for each worker. */
   limiter: Int32Array;
   /** The bus between the workers' hubs; none when each worker is on the Redis backplane. */
   bus?: Bus;
@@ -84,6 +84,7 @@ export function createApp(
       config.maxConnections,
       config.maxConnectionsPerIp,
       shared?.limiter,
+      shared?.index,
     ),
     metrics,
     bus: bus?.(metrics) ?? shared?.bus,
