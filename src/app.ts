@@ -32,7 +32,7 @@ export interface Shared {
   metrics: Float64Array;
   /** This worker's row. */
   index: number;
-  /** The connection counts of {@link limiterTable}. */
+  /** The connection counts of {@link limiterTable}, with a row for each worker. */
   limiter: Int32Array;
   /** The bus between the workers' hubs; none when each worker is on the Redis backplane. */
   bus?: Bus;
@@ -115,6 +115,7 @@ export function createApp(
       config.maxConnections,
       config.maxConnectionsPerIp,
       shared?.limiter,
+      shared?.index,
     ),
     metrics,
     bus: bus?.(metrics, node) ?? shared?.bus,

@@ -54,6 +54,12 @@ export const C = {
   backplaneDropped: 10,
 } as const;
 
+/**
+ * The slots of {@link C} that say how things are now rather than count what happened: a row's
+ * gauges mean nothing once its hub is gone, so {@link clearGauges} zeroes them.
+ */
+const GAUGES = [C.rawConnections, C.chatConnections, C.backplaneOn, C.backplaneUp] as const;
+
 const DISCONNECT_BASE = 11;
 const REFUSE_BASE = DISCONNECT_BASE + DISCONNECT_REASONS.length;
 
@@ -65,9 +71,22 @@ export function metricsTable(rows: number): Float64Array<SharedArrayBuffer> {
   return new Float64Array(new SharedArrayBuffer(rows * ROW_LENGTH * 8));
 }
 
+/**
+ * Zero the gauges of row `index` (open connections, backplane state) of a table of
+ * {@link metricsTable}: for a worker that crashed, whose sockets are gone without being
+ * counted out. Its counters stay, so totals never go backwards and a replacement worker adds
+ * to them. Only call it once that worker can no longer run.
+ */
+export function clearGauges(table: Float64Array, index: number): void {
+  for (const slot of GAUGES) table[index * ROW_LENGTH + slot] = 0;
+}
+
 /** The counters of one hub, plus read access to the whole table for rendering. */
 export class Metrics {
-  /** This hub's counters; only this hub writes them. */
+  /**
+   * This hub's counters; only this hub writes them (and the main thread of `--workers`, which
+   * zeroes the gauges of a crashed worker, see {@link clearGauges}).
+   */
   readonly row: Float64Array;
   readonly #table: Float64Array;
 

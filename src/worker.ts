@@ -15,6 +15,9 @@ export type ToWorker =
   | {
     type: "start";
     config: Config;
+    /**
+     * Its row in `metrics` and in `limiter`; a replacement for a crashed worker gets the same.
+     */
     index: number;
     /** The port to share; 0 only for the first worker, which picks it. */
     port: number;
@@ -29,7 +32,13 @@ export type ToWorker =
 
 /** Messages to the main thread. */
 export type FromWorker =
-  | { type: "listening"; hostname: string; port: number }
+  | {
+    type: "listening";
+    hostname: string;
+    port: number;
+    /** The hub's id on the bus, which the main thread says `bye` for if this worker crashes. */
+    node: string;
+  }
   | { type: "failed"; message: string }
   | { type: "stopped" };
 
@@ -68,7 +77,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       hostname: config.hostname,
       reusePort: true,
       ...m.tls,
-      onListen: ({ hostname, port }) => post({ type: "listening", hostname, port }),
+      onListen: ({ hostname, port }) => post({ type: "listening", hostname, port, node: hub.node }),
     }, handler);
     stop = async () => {
       await hub.closeAll();
