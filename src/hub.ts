@@ -18,6 +18,7 @@ import { Presence, type PresenceChange, type Present } from "./presence.ts";
 import type { MemberInfo, MessageEvent, ProtocolError, ServerEvent } from "./protocol.ts";
 import type { TokenBucket } from "./ratelimit.ts";
 import { Slots } from "./slots.ts";
+import { RoomWatches } from "./watches.ts";
 import { CONNECTING, OPEN, type Peer } from "./transport.ts";
 
 /** Whether a connection may be admitted, or why not. */
@@ -85,10 +86,7 @@ export class Hub {
   readonly #history: HistoryStore;
   readonly #outbox: Outbox;
   readonly #slots: Slots<Peer>;
-  /** Members (joined or not) per room, for a bus that carries only watched rooms. */
-  readonly #interest = new Map<string, number>();
-  /** Rooms whose {@link Bus.watch} has not resolved yet. */
-  readonly #preparing = new Map<string, Promise<void>>();
+  readonly #watches: RoomWatches;
   readonly #bus: Bus | undefined;
   readonly #onDrop: NonNullable<HubOptions["onDrop"]>;
   readonly #now: () => number;
@@ -122,6 +120,7 @@ export class Hub {
       reorderWindowMs: options.bus ? REORDER_WINDOW_MS : 0,
     });
     this.#bus = options.bus;
+    this.#watches = new RoomWatches(options.bus);
     this.#bus?.subscribe((m) => this.#receive(m));
     this.#bus?.publish({ t: "sync", node: this.node });
     if (options.history > 0) {
@@ -167,7 +166,7 @@ export class Hub {
   connect(member: Member): void {
     this.#members.set(member.socket, member);
     this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]++;
-    this.#watch(member.room);
+    this.#watches.watch(member.room);
   }
 
   /**
@@ -176,7 +175,7 @@ export class Hub {
    * promise of a join that waits; it never rejects.
    */
   open(member: Member, since?: string): Promise<void> | undefined {
-    const ready = this.#preparing.get(member.room);
+    const ready = this.#watches.ready(member.room);
     if (ready === undefined) return this.#join(member, since);
     return ready.then(() => this.#join(member, since));
   }
@@ -217,7 +216,7 @@ export class Hub {
       return undefined;
     }
     this.#members.delete(peer);
-    this.#unwatch(member.room);
+    this.#watches.unwatch(member.room);
     if (reason === "client" || reason === "idle" || reason === "shutdown") {
       this.#slots.release(member.ip);
     } else {
@@ -412,34 +411,9 @@ export class Hub {
     if (room) this.#announce(room, change);
   }
 
-  /** Count a member of `room` on this hub; the first asks the bus for the room. */
-  #watch(room: string): void {
-    if (!this.#bus?.watch) return;
-    const n = this.#interest.get(room) ?? 0;
-    this.#interest.set(room, n + 1);
-    if (n > 0) return;
-    const done = this.#bus.watch(room).finally(() => {
-      if (this.#preparing.get(room) === done) this.#preparing.delete(room);
-    });
-    this.#preparing.set(room, done);
-  }
-
-  /** Uncount a member of `room`; when none is left, the bus may stop carrying it. */
-  #unwatch(room: string): void {
-    const n = this.#interest.get(room);
-    if (n === undefined) return; // the bus carries every room
-    if (n > 1) {
-      this.#interest.set(room, n - 1);
-      return;
-    }
-    this.#interest.delete(room);
-    this.#preparing.delete(room);
-    this.#bus?.unwatch?.(room);
-  }
-
   /** Whether anyone is in `room` or about to be: its history must not expire. */
   #occupied(room: string): boolean {
-    return this.#presence.occupied(room) || this.#interest.has(room);
+    return this.#presence.occupied(room) || this.#watches.has(room);
   }
 
   /** Start a room's history TTL once nobody on any hub is in it. */

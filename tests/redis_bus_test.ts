@@ -1,7 +1,8 @@
 /**
  * The Redis backplane's wire format and names, without a Redis server: what `src/redis_bus.ts`
  * publishes must come back as the same bus message, binary data byte for byte, and names must
- * keep each room on one Redis Cluster slot.
+ * keep each room on one Redis Cluster slot. One test runs a bus on a real `redis-server`
+ * (ignored with the reason when it is not installed).
  */
 import assert from "node:assert/strict";
 import type { BusMessage } from "../src/bus.ts";
@@ -11,8 +12,15 @@ import {
   encode,
   historyKey,
   redactUrl,
+  RedisBus,
   roomChannel,
 } from "../src/redis_bus.ts";
+import { createClient } from "redis";
+import { createLogger } from "../src/log.ts";
+import { Metrics } from "../src/metrics.ts";
+import { Inbox, redisMissing, startRedis } from "./helpers.ts";
+
+const missing = await redisMissing();
 
 Deno.test("bus messages survive encoding, binary data byte for byte, node first for echo skipping", () => {
   const event = {
@@ -60,4 +68,36 @@ Deno.test("Redis URLs are logged without their password", () => {
   assert.equal(redactUrl("redis://:hunter2@cache:6379/1"), "redis://:***@cache:6379/1");
   assert.equal(redactUrl("redis://app:hunter2@cache"), "redis://app:***@cache");
   assert.equal(redactUrl("redis://cache:6379"), "redis://cache:6379");
+});
+
+Deno.test({
+  name: missing
+    ? `a bus knows its node before publishing anything (ignored: ${missing})`
+    : "a bus knows its node before publishing anything: its first heartbeat already carries it",
+  ignore: missing !== undefined,
+  async fn() {
+    const redis = await startRedis();
+    const listener = createClient({ url: redis.url });
+    const bus = new RedisBus({
+      url: redis.url,
+      node: "n-explicit",
+      history: 0,
+      historyTtlMs: 0,
+      log: createLogger({ level: "error", format: "json", write: () => {} }),
+      metrics: new Metrics(),
+    });
+    try {
+      const heard = new Inbox<string>();
+      await listener.connect();
+      await listener.subscribe(CONTROL_CHANNEL, (payload) => heard.push(payload));
+      // Nothing was published on the bus; a node learned from the first publish would be unknown.
+      const alive = decode(await heard.next("a heartbeat"));
+      assert.equal(alive.t, "alive");
+      assert.equal(alive.node, "n-explicit");
+    } finally {
+      await bus.close();
+      await listener.quit();
+      await redis.kill();
+    }
+  },
 });

@@ -524,3 +524,25 @@ Deno.test("--redis-url without the Redis client's permissions exits 2 naming the
       "--allow-env=REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS)\n",
   );
 });
+
+redisTest(
+  "frames sent while the room is not ready are bounded by --max-buffered-bytes, with no rate limit",
+  async () => {
+    await withFleet(async (fleet) => {
+      const a = await fleet.start(["--rate-limit", "0", "--max-buffered-bytes", "4096"]);
+      Deno.kill(fleet.redis.pid()!, "SIGSTOP"); // the room's first join now waits for Redis
+      try {
+        const flood = await rawClient(ws(a, "/held"));
+        const chunk = "x".repeat(1024);
+        for (let i = 0; i < 8; i++) flood.send(chunk); // 8 KiB held before the join
+        const closed = await flood.closed;
+        // Deno skips the close frame while client frames are still unread (docs/protocol.md):
+        // the client sees the connection end, the server counts why.
+        assert.notEqual(closed.code, 1000, `closed with ${JSON.stringify(closed)}`);
+        assert.equal(await metric(a, 'chorus_disconnects_total{reason="rate_limited"}'), 1);
+      } finally {
+        Deno.kill(fleet.redis.pid()!, "SIGCONT");
+      }
+    });
+  },
+);
