@@ -170,7 +170,14 @@ redisTest("raw and chat clients on two instances hear each other in both directi
       id: bob.welcome.id,
       name: "bob",
     });
-    for (const c of [rawA, rawB]) assert.equal(c.frames.size, 0, "nothing delivered twice");
+    // Nothing delivered twice: a duplicate crossing Redis would come before a marker that
+    // crosses it after, so each raw client's next frame is the other instance's marker.
+    rawA.send("end A");
+    assert.equal(await rawA.text(), "end A", "nothing delivered twice on A");
+    assert.equal(await rawB.text(), "end A", "nothing delivered twice on B");
+    rawB.send("end B");
+    assert.equal(await rawB.text(), "end B");
+    assert.equal(await rawA.text(), "end B", "nothing delivered twice on A");
     await Promise.all([alice.client.close(), rawA.close(), rawB.close()]);
   });
 });
