@@ -21,6 +21,7 @@ import {
   rawClient,
   ROOT,
   runMain,
+  runToEnd,
   startMain,
   startServer,
   type TestServer,
@@ -494,7 +495,7 @@ Deno.test("--jwt-public-key: unreadable or unusable files stop the server with e
       [["--jwt-secret", "short"], /^chorus: --jwt-secret: must be at least 32 characters$/m],
     ];
     for (const [args, pattern] of cases) {
-      const out = await new Deno.Command(DENO, {
+      const out = await runToEnd(DENO, {
         args: [
           "run",
           "--allow-net",
@@ -504,14 +505,12 @@ Deno.test("--jwt-public-key: unreadable or unusable files stop the server with e
           ...args,
         ],
         cwd: ROOT,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stderr = new TextDecoder().decode(out.stderr);
+      });
+      const stderr = out.stderr;
       assert.equal(out.code, 2, `${args.join(" ")}: ${stderr}`);
       assert.match(stderr, pattern);
     }
-    const granted = new Deno.Command(DENO, {
+    const out = await runToEnd(DENO, {
       args: [
         "run",
         "--allow-net",
@@ -522,12 +521,9 @@ Deno.test("--jwt-public-key: unreadable or unusable files stop the server with e
         privatePem,
       ],
       cwd: ROOT,
-      stdout: "piped",
-      stderr: "piped",
     });
-    const out = await granted.output();
     assert.equal(out.code, 2);
-    assert.match(new TextDecoder().decode(out.stderr), /^chorus: --jwt-public-key: .*private key/);
+    assert.match(out.stderr, /^chorus: --jwt-public-key: .*private key/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -12,6 +12,31 @@ import { SUBPROTOCOL } from "../src/protocol.ts";
 /** How long any single awaited event may take before a test fails instead of hanging. */
 export const EVENT_TIMEOUT_MS = 10_000;
 
+/**
+ * `promise`, or a failure naming `label` after `timeoutMs` instead of a hung test. The timer
+ * starts when this is called and is cleared once the promise settles.
+ */
+export async function within<T>(
+  promise: Promise<T>,
+  label: string,
+  timeoutMs = EVENT_TIMEOUT_MS,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(
+          () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${label}`)),
+          timeoutMs,
+        )
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The Deno executable running the tests, for child processes. */
 export const DENO = Deno.execPath();
 
@@ -112,25 +137,40 @@ export interface Closed {
   reason: string;
 }
 
-/** A Deno WebSocket client whose frames and close are awaitable. */
+/**
+ * A Deno WebSocket client whose frames and close are awaitable. `opened` and `closed` fail
+ * after {@link EVENT_TIMEOUT_MS} (counted from each read of the property) instead of hanging.
+ */
 export class Client {
   readonly socket: WebSocket;
   readonly frames = new Inbox<string | ArrayBuffer>();
-  readonly closed: Promise<Closed>;
-  readonly opened: Promise<void>;
+  readonly #url: string;
+  readonly #closed: Promise<Closed>;
+  readonly #opened: Promise<void>;
 
   constructor(url: string, protocols?: string | string[]) {
+    this.#url = url;
     this.socket = new WebSocket(url, protocols);
     this.socket.binaryType = "arraybuffer";
     this.socket.onmessage = (e) => this.frames.push(e.data);
-    this.closed = new Promise((resolve) => {
+    this.#closed = new Promise((resolve) => {
       this.socket.onclose = (e) => resolve({ code: e.code, reason: e.reason });
     });
-    this.opened = new Promise((resolve, reject) => {
+    this.#opened = new Promise((resolve, reject) => {
       this.socket.onopen = () => resolve();
       this.socket.onerror = (e) =>
         reject(new Error(`connect ${url}: ${(e as ErrorEvent).message}`));
     });
+  }
+
+  /** Resolves once the socket is open; rejects on a connection error or after a timeout. */
+  get opened(): Promise<void> {
+    return within(this.#opened, `the open of ${this.#url}`);
+  }
+
+  /** Resolves with the close as this client saw it; fails after a timeout. */
+  get closed(): Promise<Closed> {
+    return within(this.#closed, `the close of ${this.#url}`);
   }
 
   /** Next frame as text; fails if it is binary. */
@@ -302,11 +342,30 @@ export interface MainProcess {
   /** The `http://HOST:PORT/` from the listening line. */
   url: string;
   port: number;
-  /** Everything the process wrote to stdout after the listening line, and stderr. */
+  /**
+   * Everything the process wrote to stdout after the listening line, and stderr, once it has
+   * exited. Fails after {@link EVENT_TIMEOUT_MS} (and kills the process) if it does not exit.
+   */
   output(): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Kill the process (SIGKILL) unless it already exited, and release its pipes. */
+  stop(): Promise<void>;
+  /** {@link MainProcess.stop}, for `await using main = await startMain()`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Run `main.ts` with the start task's permissions and wait for its listening line. */
+/** Send `signal` to `child` unless it has already exited. */
+function killIfRunning(child: Deno.ChildProcess, signal: Deno.Signal = "SIGKILL"): void {
+  try {
+    child.kill(signal);
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err; // "Child process has already terminated"
+  }
+}
+
+/**
+ * Run `main.ts` with the start task's permissions and wait for its listening line (at most
+ * {@link EVENT_TIMEOUT_MS}; a process that prints none is killed and the call fails).
+ */
 export async function startMain(
   args: string[] = [],
   env: Record<string, string> = {},
@@ -320,50 +379,135 @@ export async function startMain(
     stderr: "piped",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderrText = new Response(child.stderr).text();
   let stdout = "";
-  while (!stdout.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stdout += value;
+  const firstLine = async () => {
+    while (!stdout.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stdout += value;
+    }
+  };
+  /** Read stdout to its end and wait for the exit. */
+  const drain = async () => {
+    let rest = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += value;
+    }
+    return { code: (await child.status).code, rest, stderr: await stderrText };
+  };
+  const fail = async (why: string): Promise<never> => {
+    killIfRunning(child);
+    const { stderr } = await drain();
+    throw new Error(
+      `${command.join(" ")} ${args.join(" ")}: ${why}; stdout=${stdout} stderr=${stderr}`,
+    );
+  };
+  try {
+    await within(firstLine(), "the listening line of main.ts");
+  } catch (err) {
+    return await fail((err as Error).message);
   }
   const match = stdout.match(/^chorus listening on (https?:\/\/[^\s]+:(\d+)\/)\n/);
-  const stderrText = new Response(child.stderr).text();
-  if (!match) {
-    child.kill("SIGKILL");
-    await child.status;
-    throw new Error(`no listening line; stdout=${stdout} stderr=${await stderrText}`);
-  }
+  if (!match) return await fail("no listening line");
+
+  let ended: Promise<{ code: number; rest: string; stderr: string }> | undefined;
+  const finish = () => ended ??= drain();
+  const output = async () => {
+    try {
+      const { code, rest, stderr } = await within(finish(), "main.ts to exit");
+      return { code, stdout: stdout.slice(match[0].length) + rest, stderr };
+    } catch (err) {
+      killIfRunning(child);
+      await finish();
+      throw err;
+    }
+  };
+  const stop = async () => {
+    killIfRunning(child);
+    await finish();
+  };
   return {
     child,
     url: match[1],
     port: Number(match[2]),
-    async output() {
-      let rest = stdout.slice(match[0].length);
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        rest += value;
-      }
-      const status = await child.status;
-      return { code: status.code, stdout: rest, stderr: await stderrText };
-    },
+    output,
+    stop,
+    [Symbol.asyncDispose]: stop,
   };
 }
 
-/** Run `main.ts` to completion (for flags that make it exit). */
+/** How long a child process may take to run to its end before it is killed and the test fails. */
+export const PROCESS_TIMEOUT_MS = 30_000;
+
+/** What a child process run to its end produced, decoded. */
+export interface Finished {
+  code: number;
+  success: boolean;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Run `command` to its end with stdout and stderr piped and decoded, writing `stdin` to it if
+ * given. A process still running after `timeoutMs` is killed (SIGKILL) and the call fails.
+ */
+export async function runToEnd(
+  command: string,
+  options: Omit<Deno.CommandOptions, "stdin" | "stdout" | "stderr"> & { stdin?: string },
+  timeoutMs = PROCESS_TIMEOUT_MS,
+): Promise<Finished> {
+  const { stdin, ...rest } = options;
+  const child = new Deno.Command(command, {
+    ...rest,
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killIfRunning(child);
+  }, timeoutMs);
+  try {
+    if (stdin !== undefined) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(stdin));
+      await writer.close();
+    }
+    const out = await child.output();
+    const dec = new TextDecoder();
+    const result = {
+      code: out.code,
+      success: out.success,
+      stdout: dec.decode(out.stdout),
+      stderr: dec.decode(out.stderr),
+    };
+    if (timedOut) {
+      throw new Error(
+        `${command} ${(rest.args ?? []).join(" ")} did not exit within ${timeoutMs} ms ` +
+          `(killed); stdout=${result.stdout} stderr=${result.stderr}`,
+      );
+    }
+    return result;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Run `main.ts` to completion (for flags that make it exit), within {@link PROCESS_TIMEOUT_MS}. */
 export async function runMain(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(DENO, {
+  const { code, stdout, stderr } = await runToEnd(DENO, {
     args: ["run", "--allow-net", "--allow-env=PORT,CHORUS_*", "main.ts", ...args],
     cwd: ROOT,
     env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  });
+  return { code, stdout, stderr };
 }
 
 /** A free TCP port on 127.0.0.1 (free when asked; another process could take it after). */

@@ -130,7 +130,7 @@ Deno.test("errors are never rate limited", () => {
 
 for (const workers of [1, 2]) {
   Deno.test(`main.ts --workers ${workers} --log-format json --log-level warn logs a refused upgrade as one JSON line`, async () => {
-    const main = await startMain([
+    await using main = await startMain([
       "--log-format",
       "json",
       "--log-level",
@@ -167,7 +167,7 @@ for (const workers of [1, 2]) {
 }
 
 Deno.test("main.ts at info level writes nothing per message, only the shutdown lines", async () => {
-  const main = await startMain(["--log-level", "info"]);
+  await using main = await startMain(["--log-level", "info"]);
   const a = await rawClient(`ws://127.0.0.1:${main.port}/chat`);
   const b = await rawClient(`ws://127.0.0.1:${main.port}/chat`);
   for (let i = 0; i < 25; i++) a.send(`message ${i}`);

@@ -10,6 +10,7 @@ import {
   chatClient,
   type Client,
   rawClient,
+  runToEnd,
   startServer,
   UPGRADE_HEADERS,
   waitFor,
@@ -226,22 +227,8 @@ Deno.test({
       assert.ok(samples(text).get("chorus_messages_delivered_total")! > 0, "non-zero counters");
       // `promtool check metrics` exits 0 when the text parses and passes every lint check,
       // 1 on a parse error and 3 when it only has lint problems; all but 0 fail this test.
-      const child = new Deno.Command("promtool", {
-        args: ["check", "metrics"],
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const writer = child.stdin.getWriter();
-      await writer.write(encoder.encode(text));
-      await writer.close();
-      const out = await child.output();
-      const dec = new TextDecoder();
-      assert.equal(
-        out.code,
-        0,
-        `promtool exit ${out.code}: ${dec.decode(out.stdout)}${dec.decode(out.stderr)}\n${text}`,
-      );
+      const out = await runToEnd("promtool", { args: ["check", "metrics"], stdin: text });
+      assert.equal(out.code, 0, `promtool exit ${out.code}: ${out.stdout}${out.stderr}\n${text}`);
       await a.close();
       await c.close();
     } finally {

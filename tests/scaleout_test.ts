@@ -61,15 +61,21 @@ class Fleet {
 
   /** SIGTERM every instance still running and expect exit status 0; stop Redis. */
   async stop(): Promise<string[]> {
-    const outputs = await Promise.all([...this.#running].map(async (main) => {
-      main.child.kill("SIGTERM");
-      const out = await main.output();
-      assert.equal(out.code, 0, out.stderr);
-      return out.stderr;
-    }));
+    const running = [...this.#running];
     this.#running.clear();
-    await this.redis.kill();
-    return outputs;
+    try {
+      const outputs = await Promise.all(running.map(async (main) => {
+        main.child.kill("SIGTERM");
+        const out = await main.output();
+        assert.equal(out.code, 0, out.stderr);
+        return out.stderr;
+      }));
+      return outputs;
+    } finally {
+      // A failed exit above must not leave an instance or Redis running.
+      await Promise.all(running.map((main) => main.stop()));
+      await this.redis.kill();
+    }
   }
 }
 
@@ -170,7 +176,14 @@ redisTest("raw and chat clients on two instances hear each other in both directi
       id: bob.welcome.id,
       name: "bob",
     });
-    for (const c of [rawA, rawB]) assert.equal(c.frames.size, 0, "nothing delivered twice");
+    // Nothing delivered twice: a duplicate crossing Redis would come before a marker that
+    // crosses it after, so each raw client's next frame is the other instance's marker.
+    rawA.send("end A");
+    assert.equal(await rawA.text(), "end A", "nothing delivered twice on A");
+    assert.equal(await rawB.text(), "end A", "nothing delivered twice on B");
+    rawB.send("end B");
+    assert.equal(await rawB.text(), "end B");
+    assert.equal(await rawA.text(), "end B", "nothing delivered twice on A");
     await Promise.all([alice.client.close(), rawA.close(), rawB.close()]);
   });
 });
@@ -394,9 +407,12 @@ redisTest(
       await waitFor(async () => (await health(main)).status === "ok", "ok once Redis is up");
       await Promise.all([a.close(), b.close()]);
     } finally {
-      main.child.kill("SIGTERM");
-      assert.equal((await main.output()).code, 0);
-      await redis?.kill();
+      try {
+        main.child.kill("SIGTERM");
+        assert.equal((await main.output()).code, 0);
+      } finally {
+        await redis?.kill();
+      }
     }
   },
 );
@@ -458,8 +474,7 @@ redisTest(
       assert.equal((await health(main)).status, "degraded");
     } finally {
       main.child.kill("SIGTERM");
-      const out = await main.output();
-      await redis.kill();
+      const out = await main.output().finally(() => redis.kill());
       assert.equal(out.code, 0);
       const warns = out.stderr.split("\n").filter((l) => l.includes("WARN"));
       assert.equal(warns.length, 1, out.stderr);

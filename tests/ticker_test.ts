@@ -4,14 +4,17 @@
  */
 import assert from "node:assert/strict";
 import { nextPrice, parseTickerArgs } from "../examples/ticker.ts";
-import { chatClient, DENO, rawClient, ROOT, startServer, waitFor } from "./helpers.ts";
+import { chatClient, DENO, rawClient, ROOT, runToEnd, startServer, waitFor } from "./helpers.ts";
 
 const KEY = "ticker-test-key-0123456789";
 
-/** The ticker with the permissions its doc comment asks for. */
+/** `deno` arguments that run the ticker with the permissions its doc comment asks for. */
+const TICKER = ["run", "--allow-net", "--allow-env=CHORUS_API_KEY", "examples/ticker.ts"];
+
+/** The ticker as a child process. */
 function spawnTicker(args: string[], env: Record<string, string>): Deno.ChildProcess {
   return new Deno.Command(DENO, {
-    args: ["run", "--allow-net", "--allow-env=CHORUS_API_KEY", "examples/ticker.ts", ...args],
+    args: [...TICKER, ...args],
     cwd: ROOT,
     env,
     stdout: "piped",
@@ -59,14 +62,13 @@ Deno.test("the ticker example publishes prices to /stocks every 500 ms; subscrib
 Deno.test("the ticker example stops with exit 1 and one line when the server refuses its key", async () => {
   const server = startServer({ apiKey: KEY });
   try {
-    const ticker = spawnTicker(["--key", "not-the-key-at-all", server.origin], {});
-    const [status, stderr] = await Promise.all([
-      ticker.status,
-      new Response(ticker.stderr).text(),
-      ticker.stdout.cancel(),
-    ]);
-    assert.equal(status.code, 1);
-    assert.equal(stderr, "ticker: the server refused: 401 unauthorized: wrong API key\n");
+    const out = await runToEnd(DENO, {
+      args: [...TICKER, "--key", "not-the-key-at-all", server.origin],
+      cwd: ROOT,
+      env: {},
+    });
+    assert.equal(out.code, 1);
+    assert.equal(out.stderr, "ticker: the server refused: 401 unauthorized: wrong API key\n");
   } finally {
     await server.close();
   }

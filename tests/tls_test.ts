@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 // @ts-types="@types/ws"
 import WebSocketNode from "ws";
-import { Inbox, ROOT, START_COMMAND, startMain, waitFor } from "./helpers.ts";
+import { Inbox, ROOT, runToEnd, START_COMMAND, startMain, waitFor } from "./helpers.ts";
 
 /**
  * `deno task start`'s command (from the helpers) with `dir` added to its read access, as an
@@ -99,7 +99,7 @@ for (const workers of [1, 2]) {
       const client = Deno.createHttpClient({ caCerts: [pem] });
       try {
         const [deno, denoArgs] = startCommand(dir);
-        const main = await startMain(
+        await using main = await startMain(
           ["--cert", cert, "--key", key, "--workers", String(workers)],
           {},
           [deno, ...denoArgs],
@@ -156,16 +156,14 @@ Deno.test({
     try {
       const missing = `${dir}/missing.pem`;
       const [deno, args] = startCommand(dir);
-      const out = await new Deno.Command(deno, {
+      const out = await runToEnd(deno, {
         args: [...args, "--cert", missing, "--key", key],
         cwd: ROOT,
         env: {},
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stderr = new TextDecoder().decode(out.stderr);
+      });
+      const stderr = out.stderr;
       assert.equal(out.code, 2, stderr);
-      assert.equal(new TextDecoder().decode(out.stdout), "", "never listened");
+      assert.equal(out.stdout, "", "never listened");
       const lines = stderr.split("\n").filter((l) => l !== "");
       assert.equal(lines.length, 1, `one line: ${stderr}`);
       assert.match(lines[0], new RegExp(`^chorus: --cert: cannot read ${missing}: `));
@@ -187,18 +185,11 @@ Deno.test({
     try {
       // Exactly what `deno task start` grants: read access to chorus' own src/ and static/ only.
       const [deno, args] = startCommand();
-      const raw = await new Deno.Command(deno, {
+      const out = await runToEnd(deno, {
         args: [...args, "--cert", cert, "--key", key],
         cwd: ROOT,
         env: {},
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const out = {
-        code: raw.code,
-        stdout: new TextDecoder().decode(raw.stdout),
-        stderr: new TextDecoder().decode(raw.stderr),
-      };
+      });
       assert.equal(out.code, 2, out.stderr);
       assert.equal(out.stdout, "");
       const lines = out.stderr.split("\n").filter((l) => l !== "");
