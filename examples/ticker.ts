@@ -106,7 +106,7 @@ export async function run(options: TickerOptions, signal: AbortSignal): Promise<
   const prices = { ...START_PRICES };
   const started = Date.now();
   for (let tick = 0; !signal.aborted; tick++) {
-    for (const symbol in prices) prices[symbol] = nextPrice(prices[symbol]);
+    for (const symbol in prices) prices[symbol] = nextPrice(prices[symbol]!);
     const text = JSON.stringify({ ts: Date.now(), prices });
     try {
       const delivered = await publish(options, text);

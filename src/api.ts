@@ -65,7 +65,7 @@ export function createApi(deps: ApiDeps): ApiHandler {
 function checkKey(header: string | null, apiKey: string): "missing" | "wrong" | null {
   const match = header?.match(/^Bearer[ \t]+(\S+)[ \t]*$/i);
   if (!match) return "missing";
-  return constantTimeEqual(match[1], apiKey) ? null : "wrong";
+  return constantTimeEqual(match[1]!, apiKey) ? null : "wrong";
 }
 
 function notAllowed(allow: string): Response {

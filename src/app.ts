@@ -35,22 +35,22 @@ export interface Shared {
   /** The connection counts of {@link limiterTable}, with a row for each worker. */
   limiter: Int32Array;
   /** The bus between the workers' hubs; none when each worker is on the Redis backplane. */
-  bus?: Bus;
+  bus?: Bus | undefined;
 }
 
 /** Extra wiring that does not come from flags. */
 export interface AppOptions {
   log: Logger;
   /** Clock for history expiry and timestamps; tests inject one. */
-  now?: () => number;
+  now?: (() => number) | undefined;
   /** Set in a worker of `--workers`. */
   shared?: Shared;
   /** The PEM text of the `--jwt-public-key` file, which `main.ts` reads and checks. */
-  jwtPublicKeyPem?: string;
+  jwtPublicKeyPem?: string | undefined;
   /** Builds the hub's bus to other instances (see {@link redisBackplane}); wins over `shared.bus`. */
-  bus?: BusFactory;
+  bus?: BusFactory | undefined;
   /** Path prefix to serve everything under, e.g. `/ws` (see {@link normaliseBasePath}). */
-  basePath?: string;
+  basePath?: string | undefined;
 }
 
 /**

@@ -155,9 +155,9 @@ export interface VerifierOptions {
   /** The HS256 secret, or the PEM text of an RS256/ES256 public key. */
   key: { secret: string } | { publicKeyPem: string };
   /** Required `aud` claim, when set. */
-  audience?: string;
+  audience?: string | undefined;
   /** Required `iss` claim, when set. */
-  issuer?: string;
+  issuer?: string | undefined;
   /** Seconds of clock difference tolerated on `exp` and `nbf`. */
   clockSkew: number;
   /** Clock in ms since the epoch. */
@@ -180,8 +180,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
     try {
       ({ payload } = await jose.jwtVerify(token, key, {
         algorithms: [alg],
-        audience,
-        issuer,
+        ...(audience === undefined ? {} : { audience }),
+        ...(issuer === undefined ? {} : { issuer }),
         clockTolerance: clockSkew,
         currentDate: new Date(now()),
       }));
@@ -260,15 +260,15 @@ export interface MintOptions {
   /** The member id. */
   sub: string;
   /** A fixed display name, when set. */
-  name?: string;
+  name?: string | undefined;
   /** Room patterns the token may join; every room when absent. */
-  rooms?: string[];
+  rooms?: string[] | undefined;
   /** Seconds from now until the token expires. */
   ttlSeconds: number;
   /** `aud` claim, to match `--jwt-audience`. */
-  audience?: string;
+  audience?: string | undefined;
   /** `iss` claim, to match `--jwt-issuer`. */
-  issuer?: string;
+  issuer?: string | undefined;
   /** Clock in ms since the epoch. */
   now?: () => number;
 }

@@ -63,7 +63,7 @@ export interface ClusterOptions {
   /** See {@link RESTART_WINDOW_MS}. */
   restartWindowMs?: number;
   /** See {@link STOP_TIMEOUT_MS}. */
-  stopTimeoutMs?: number;
+  stopTimeoutMs?: number | undefined;
   /**
    * Called once a crash loop has stopped every worker; by default the process exits with
    * {@link CRASH_LOOP_EXIT_CODE}, since it no longer serves anything.
@@ -88,7 +88,7 @@ interface Run {
 /** A worker's place in the cluster: its rows in the shared tables and its recent crashes. */
 interface Slot {
   index: number;
-  run?: Run;
+  run?: Run | undefined;
   /** When its threads crashed, within the restart window. */
   crashes: number[];
 }

@@ -453,7 +453,7 @@ export function parseConfig(
  * flag and the key as the label, and the rest come from {@link DEFAULTS}. Throws
  * {@link ConfigError}.
  */
-export function configFrom(values: Partial<Config>): Config {
+export function configFrom(values: { [K in keyof Config]?: Config[K] | undefined }): Config {
   const config: Record<string, unknown> = { ...DEFAULTS };
   for (const o of OPTIONS) {
     const value = values[o.key];
@@ -474,7 +474,7 @@ const UNIT_SECONDS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 8
 /** A duration like `90`, `90s`, `15m`, `1h` or `7d`, in seconds. */
 export function parseDuration(raw: string, label: string): number {
   const match = raw.trim().match(/^(\d+)([smhd]?)$/);
-  const seconds = match ? Number(match[1]) * UNIT_SECONDS[match[2]] : NaN;
+  const seconds = match ? Number(match[1]) * UNIT_SECONDS[match[2]!]! : NaN;
   if (!match || !(seconds >= 1 && seconds <= MAX_TOKEN_TTL_SECONDS)) {
     throw new ConfigError(
       `${label}: expected a duration like 90s, 15m, 1h or 7d, at most 366d, got "${raw}"`,
@@ -579,7 +579,7 @@ export function tokenUsage(): string {
 }
 
 function firstLine(message: string): string {
-  return message.split("\n")[0];
+  return message.split("\n")[0]!;
 }
 
 /** A default as the docs and `--help` show it: `none` when unset, `same host` for no origins. */

@@ -54,8 +54,8 @@ export function createAccept(deps: ConnectionDeps): Accept {
     if (!member) return;
     const data = e.data;
     const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
-    row[C.received]++;
-    row[C.bytesIn] += bytes;
+    row[C.received]!++;
+    row[C.bytesIn]! += bytes;
     if (bytes > config.maxMessageBytes) return hub.drop(this, "too_big");
     if (!member.bucket.take()) {
       if (member.mode === "raw") return hub.drop(this, "rate_limited");
@@ -101,7 +101,7 @@ export function createAccept(deps: ConnectionDeps): Accept {
     let response: Response;
     try {
       ({ socket, response } = Deno.upgradeWebSocket(req, {
-        protocol: admitted.mode === "chat" ? SUBPROTOCOL : undefined,
+        ...(admitted.mode === "chat" ? { protocol: SUBPROTOCOL } : {}),
         idleTimeout: config.idleTimeout,
       }));
     } catch (err) {

@@ -41,11 +41,11 @@ export interface HubOptions {
   /** This hub's id on the bus, which the bus must know too; a random one when omitted. */
   node?: string;
   /** Other hubs of the same server, or of other instances; none for a single process. */
-  bus?: Bus;
+  bus?: Bus | undefined;
   /** Told about every connection the hub itself closes, e.g. to log it. */
   onDrop?: (member: Member, reason: DisconnectReason) => void;
   /** Clock in ms since the epoch; injectable so tests can expire history instantly. */
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 /** One connection in one room. Created by its transport's adapter, owned by the hub. */
@@ -165,7 +165,7 @@ export class Hub {
    */
   connect(member: Member): void {
     this.#members.set(member.socket, member);
-    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]++;
+    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]!++;
     this.#watches.watch(member.room);
   }
 
@@ -222,7 +222,7 @@ export class Hub {
     } else {
       this.#slots.hold(peer, member.ip);
     }
-    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]--;
+    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]!--;
     this.metrics.disconnect(reason);
     member.ended?.();
     const room = this.#rooms.get(member.room);

@@ -98,12 +98,12 @@ export class Metrics {
 
   /** Count one disconnect. */
   disconnect(reason: DisconnectReason): void {
-    this.row[DISCONNECT_BASE + DISCONNECT_REASONS.indexOf(reason)]++;
+    this.row[DISCONNECT_BASE + DISCONNECT_REASONS.indexOf(reason)]!++;
   }
 
   /** Count one refused upgrade. */
   refuse(reason: RefuseReason): void {
-    this.row[REFUSE_BASE + REFUSE_REASONS.indexOf(reason)]++;
+    this.row[REFUSE_BASE + REFUSE_REASONS.indexOf(reason)]!++;
   }
 
   /**
@@ -123,7 +123,7 @@ export class Metrics {
   /** Sum of slot `i` over every row of the table. */
   #sum(i: number): number {
     let total = 0;
-    for (let r = i; r < this.#table.length; r += ROW_LENGTH) total += this.#table[r];
+    for (let r = i; r < this.#table.length; r += ROW_LENGTH) total += this.#table[r]!;
     return total;
   }
 

@@ -61,7 +61,7 @@ export class Outbox {
   sendAll(peers: Set<Peer>, data: string | ArrayBuffer, bytes: number): void {
     const row = this.#row;
     for (const peer of peers) {
-      if (this.#send(peer, data, bytes)) row[C.delivered]++;
+      if (this.#send(peer, data, bytes)) row[C.delivered]!++;
     }
   }
 
@@ -114,14 +114,14 @@ export class Outbox {
       const frame = n === 1 ? batch.lines[0]! : batch.lines.join("\n");
       for (const peer of room) {
         if (batch.privates.has(peer)) continue;
-        if (this.#send(peer, frame, batch.bytes)) row[C.delivered] += n;
+        if (this.#send(peer, frame, batch.bytes)) row[C.delivered]! += n;
       }
     }
     for (const [peer, lines] of own) {
       const n = lines.lines.length;
       if (n === 0) continue;
       const frame = n === 1 ? lines.lines[0]! : lines.lines.join("\n");
-      if (this.#send(peer, frame, lines.bytes)) row[C.delivered] += n;
+      if (this.#send(peer, frame, lines.bytes)) row[C.delivered]! += n;
     }
   }
 
@@ -171,7 +171,7 @@ export class Outbox {
       this.#options.onBroken(peer);
       return false;
     }
-    this.#row[C.bytesOut] += bytes;
+    this.#row[C.bytesOut]! += bytes;
     const buffered = peer.bufferedAmount;
     const limit = this.#options.maxBufferedBytes;
     if (buffered > limit) {

@@ -285,7 +285,7 @@ export class RedisBus implements Bus {
       m = decode(payload);
     } catch (err) {
       if (!(err instanceof SyntaxError)) throw err;
-      this.#row[C.backplaneErrors]++;
+      this.#row[C.backplaneErrors]!++;
       this.#options.log.debug("backplane message ignored", { error: err.message });
       return;
     }
@@ -358,7 +358,7 @@ export class RedisBus implements Bus {
         events.push(JSON.parse(line));
       } catch (err) {
         if (!(err instanceof SyntaxError)) throw err;
-        this.#row[C.backplaneErrors]++;
+        this.#row[C.backplaneErrors]!++;
       }
     }
     const ids = new Set(events.map((e) => e.id));
@@ -385,7 +385,7 @@ export class RedisBus implements Bus {
   #sendMessage(m: Extract<BusMessage, { t: "message" }>): void {
     if (this.#options.history === 0) return this.#send(roomChannel(m.room), m);
     if (!this.#up) {
-      this.#row[C.backplaneDropped]++;
+      this.#row[C.backplaneDropped]!++;
       return;
     }
     const options = {
@@ -418,7 +418,7 @@ export class RedisBus implements Bus {
 
   #send(channel: string, m: Wire): void {
     if (!this.#up) {
-      this.#row[C.backplaneDropped]++;
+      this.#row[C.backplaneDropped]!++;
       return;
     }
     this.#pub.publish(channel, encode(m)).catch((err: unknown) => this.#dropped(err));
@@ -485,7 +485,7 @@ export class RedisBus implements Bus {
       return;
     }
     if (this.#everUp) {
-      this.#row[C.backplaneReconnects]++;
+      this.#row[C.backplaneReconnects]!++;
       this.#options.log.info("backplane recovered", { url });
     } else {
       this.#options.log.info("backplane connected", { url });
@@ -517,7 +517,7 @@ export class RedisBus implements Bus {
   /** A command failed or a connection broke: count it, and re-check the connections. */
   #failed(err: unknown): void {
     if (this.#closed) return;
-    this.#row[C.backplaneErrors]++;
+    this.#row[C.backplaneErrors]!++;
     this.#lastError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     this.#options.log.debug("backplane error", { error: this.#lastError });
     if (!this.#everUp && !this.#warnedAtStart) {
@@ -532,7 +532,7 @@ export class RedisBus implements Bus {
   }
 
   #dropped(err: unknown): void {
-    this.#row[C.backplaneDropped]++;
+    this.#row[C.backplaneDropped]!++;
     this.#failed(err);
   }
 }

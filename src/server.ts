@@ -21,11 +21,11 @@ export interface HandlerDeps {
   hub: Hub;
   log: Logger;
   /** Checks connection tokens; without it every upgrade is open to all. */
-  verify?: Verifier;
+  verify?: Verifier | undefined;
   /** Answers everything under `/api`; without it those paths are 404. */
-  api?: ApiHandler;
+  api?: ApiHandler | undefined;
   /** Path prefix everything is served under, already normalised (`/ws`); `""` for none. */
-  basePath?: string;
+  basePath?: string | undefined;
 }
 
 /**

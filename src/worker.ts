@@ -24,9 +24,9 @@ export type ToWorker =
     metrics: Float64Array;
     limiter: Int32Array;
     busName: string;
-    tls?: { cert: string; key: string };
+    tls?: { cert: string; key: string } | undefined;
     /** The `--jwt-public-key` PEM, read once by the main thread. */
-    jwtPublicKeyPem?: string;
+    jwtPublicKeyPem?: string | undefined;
   }
   | { type: "stop" };
 
@@ -87,6 +87,6 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
   } catch (err) {
     if (!(err instanceof Error)) throw err;
     await hub.dispose();
-    post({ type: "failed", message: err.message.split("\n")[0] });
+    post({ type: "failed", message: err.message.split("\n")[0]! });
   }
 };

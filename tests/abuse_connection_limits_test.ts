@@ -129,7 +129,7 @@ Deno.test({
         { hostname: "::1" },
       );
       assert.equal(v6Fourth.status, 429);
-      await v6[0].send({ opcode: OP.text, payload: "from ::1" });
+      await v6[0]!.send({ opcode: OP.text, payload: "from ::1" });
       await waitFor(() => traffic.others.includes("from ::1"), "the ::1 client's message");
       for (const ws of [third, ...v6]) await ws.close();
       await traffic.finish();

@@ -99,7 +99,9 @@ Deno.test("a missing or wrong API key gets 401 with WWW-Authenticate and a warni
       ],
     ];
     for (const [headers, challenge, detail] of cases) {
-      for (const [method, path] of [["GET", "/api/rooms"], ["POST", "/api/publish?room=/r"]]) {
+      for (
+        const [method, path] of [["GET", "/api/rooms"], ["POST", "/api/publish?room=/r"]] as const
+      ) {
         const before = server.logs.length;
         const res = await client.call(path, {
           method,

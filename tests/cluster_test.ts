@@ -71,7 +71,7 @@ Deno.test("with --workers 2, presence and history span workers", async () => {
       const join = await first.client.until("join");
       assert.equal(join.name, `m${i}`);
     }
-    await others[9].client.close();
+    await others[9]!.client.close();
     const leave = await first.client.until("leave");
     assert.equal(leave.name, "m9");
     await Promise.all([first, ...others.slice(0, 9)].map((c) => c.client.close()));
@@ -242,7 +242,7 @@ Deno.test("with --workers 2, a worker that crashes is logged, its members leave,
       assert.ok(members.length < limit, `${limit} clients all landed on one worker`);
       members.push(await chatClient(h.ws(`/team?name=m${members.length}`)));
     }
-    const victim = nodeOf(members[0]);
+    const victim = nodeOf(members[0]!);
     const dead = members.filter((m) => nodeOf(m) === victim);
     const alive = members.filter((m) => nodeOf(m) !== victim);
     await h.send({ type: "crash", index: nodes.get(victim) });

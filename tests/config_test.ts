@@ -216,7 +216,7 @@ Deno.test("flags win over env twins; CHORUS_PORT wins over PORT; empty env is un
     if (o.key === "cert" || o.key === "key") continue;
     const [raw, value] = SAMPLES[o.key];
     // The env value is invalid: a flag must win without the env value even being parsed.
-    const env = envOf({ [envName(o.flag)]: INVALID[o.key][0] });
+    const env = envOf({ [envName(o.flag)]: INVALID[o.key][0]! });
     const partner = withPartner(o.key);
     assert.deepEqual(
       serve(parseConfig([`--${o.flag}`, raw, ...partner], env))[o.key],

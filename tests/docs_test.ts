@@ -9,9 +9,9 @@ Deno.test("the README options table lists every flag with its env twins and defa
     const row = readme.split("\n").find((l) => l.startsWith(`| \`--${o.flag} `));
     assert.ok(row, `README has a row for --${o.flag}`);
     const cells = row.split("|").map((c) => c.trim());
-    assert.ok(cells[2].includes(`\`${envName(o.flag)}\``), `--${o.flag} env twin`);
+    assert.ok(cells[2]!.includes(`\`${envName(o.flag)}\``), `--${o.flag} env twin`);
     if (o.alsoEnv) {
-      assert.ok(cells[2].includes(`\`${o.alsoEnv}\``), `--${o.flag} also ${o.alsoEnv}`);
+      assert.ok(cells[2]!.includes(`\`${o.alsoEnv}\``), `--${o.flag} also ${o.alsoEnv}`);
     }
     assert.equal(cells[3], `\`${formatDefault(o.key)}\``, `--${o.flag} default`);
   }

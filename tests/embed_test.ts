@@ -63,6 +63,7 @@ Deno.test("createChorus: publish reaches raw and chat clients under /ws/ROOM, ro
 
     const [lobby, ...others] = app.chorus.rooms();
     assert.deepEqual(others, []);
+    assert.ok(lobby, "one room");
     assert.equal(lobby.room, "/lobby");
     assert.deepEqual(lobby.members.map((m) => m.mode).sort(), ["chat", "raw"]);
     assert.ok(lobby.members.some((m) => m.name === "ada" && m.id === welcome.id));
@@ -166,7 +167,7 @@ Deno.test("every ChorusOptions field documents a @default, and it is the CLI's D
     basePath: "",
     jwtPublicKeyPem: undefined,
   };
-  for (const [, literal, field] of fields) {
+  for (const [, literal = "", field = ""] of fields) {
     assert.ok(field in defaults, `${field} has a default in DEFAULTS`);
     const documented = literal === "undefined" ? undefined : JSON.parse(literal);
     assert.deepEqual(documented, defaults[field], `@default of ${field}`);
@@ -197,7 +198,7 @@ Deno.test("examples/embed.ts: its own routes answer and a WebSocket under /ws/RO
     await child.status;
     throw new Error(`no listening line; stdout=${stdout} stderr=${await stderr}`);
   }
-  const [, url, port] = match;
+  const [, url = "", port = ""] = match;
   try {
     const home = await fetch(url);
     assert.equal(await home.text(), "my app; the chat is at /ws/lobby\n");

@@ -203,11 +203,11 @@ export async function exchangeInOrder(clients: Client[], perSender: number): Pro
   await Promise.all(clients.map(async (c) => {
     const next = new Array(n).fill(0);
     for (let j = 0; j < n * perSender; j++) {
-      const [from, seq] = (await c.text()).split(":").map(Number);
+      const [from = -1, seq] = (await c.text()).split(":").map(Number);
       if (seq !== next[from]) {
         throw new Error(`sender ${from}: got message ${seq}, expected ${next[from]}`);
       }
-      next[from]++;
+      next[from]!++;
     }
   }));
 }
@@ -371,7 +371,7 @@ export async function startMain(
   env: Record<string, string> = {},
   command: string[] = START_COMMAND,
 ): Promise<MainProcess> {
-  const child = new Deno.Command(command[0], {
+  const child = new Deno.Command(command[0]!, {
     args: [...command.slice(1), "--port", "0", "--hostname", "127.0.0.1", ...args],
     cwd: ROOT,
     env,
@@ -431,7 +431,7 @@ export async function startMain(
   };
   return {
     child,
-    url: match[1],
+    url: match[1]!,
     port: Number(match[2]),
     output,
     stop,

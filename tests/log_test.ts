@@ -40,7 +40,7 @@ Deno.test("the level threshold drops everything less severe than the level", () 
     log.warn("w");
     log.error("e");
     const got = lines.map((l) => JSON.parse(l).level).sort();
-    assert.deepEqual(got, [...expected[level]].sort(), `level ${level}`);
+    assert.deepEqual(got, [...expected[level]!].sort(), `level ${level}`);
   }
 });
 
@@ -64,7 +64,7 @@ Deno.test("json format: one object per line with time, level, msg and the fields
   log.warn("upgrade refused", { status: 403, ip: "127.0.0.1", origin: undefined, ok: true });
   log.info("multi\nline", { v: 'a"b' });
   assert.equal(lines.length, 2);
-  assert.deepEqual(JSON.parse(lines[0]), {
+  assert.deepEqual(JSON.parse(lines[0]!), {
     time: "2025-01-02T03:04:05.006Z",
     level: "warn",
     msg: "upgrade refused",
@@ -72,8 +72,8 @@ Deno.test("json format: one object per line with time, level, msg and the fields
     ip: "127.0.0.1",
     ok: true,
   });
-  assert.deepEqual(Object.keys(JSON.parse(lines[0])).slice(0, 3), ["time", "level", "msg"]);
-  assert.deepEqual(JSON.parse(lines[1]), {
+  assert.deepEqual(Object.keys(JSON.parse(lines[0]!)).slice(0, 3), ["time", "level", "msg"]);
+  assert.deepEqual(JSON.parse(lines[1]!), {
     time: "2025-01-02T03:04:05.006Z",
     level: "info",
     msg: "multi\nline",
@@ -104,7 +104,7 @@ Deno.test("suppressed=N in json is a number, and it is kept for a line the level
   log.debug("nor this");
   log.error("e", { x: 1 });
   assert.equal(lines.length, 3);
-  assert.deepEqual(JSON.parse(lines[2]), {
+  assert.deepEqual(JSON.parse(lines[2]!), {
     time: EPOCH,
     level: "error",
     msg: "e",
@@ -152,7 +152,7 @@ for (const workers of [1, 2]) {
     assert.equal(out.stdout, "");
     const lines = out.stderr.split("\n").filter((l) => l !== "");
     assert.equal(lines.length, 1, `exactly one line (no info "shutting down"): ${out.stderr}`);
-    const entry = JSON.parse(lines[0]);
+    const entry = JSON.parse(lines[0]!);
     assert.match(entry.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     assert.deepEqual({ ...entry, time: "T" }, {
       time: "T",
@@ -182,6 +182,6 @@ Deno.test("main.ts at info level writes nothing per message, only the shutdown l
   const lines = out.stderr.split("\n").filter((l) => l !== "");
   const time = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z`;
   assert.equal(lines.length, 2, `only the shutdown lines: ${out.stderr}`);
-  assert.match(lines[0], new RegExp(`^${time} INFO  signal received signal=SIGTERM$`));
-  assert.match(lines[1], new RegExp(`^${time} INFO  shutting down connections=2$`));
+  assert.match(lines[0]!, new RegExp(`^${time} INFO  signal received signal=SIGTERM$`));
+  assert.match(lines[1]!, new RegExp(`^${time} INFO  shutting down connections=2$`));
 });

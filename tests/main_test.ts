@@ -76,7 +76,7 @@ Deno.test("bad flags and values exit 2 with one error line and the --help hint",
     assert.equal(out.code, 2, `${args.join(" ")} ${JSON.stringify(env)}`);
     const lines = out.stderr.split("\n");
     assert.equal(lines.length, 3, out.stderr);
-    assert.match(lines[0], pattern);
+    assert.match(lines[0]!, pattern);
     assert.equal(lines[1], "Run 'chorus --help' for usage.");
     assert.equal(lines[2], "");
     assert.equal(out.stdout, "");

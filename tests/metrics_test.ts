@@ -26,7 +26,7 @@ function samples(text: string): Map<string, number> {
     if (line === "" || line.startsWith("#")) continue;
     const m = line.match(/^([a-z_]+(?:\{[^}]*\})?) (\S+)$/);
     assert.ok(m, `unparsable sample line: ${line}`);
-    out.set(m[1], Number(m[2]));
+    out.set(m[1]!, Number(m[2]));
   }
   return out;
 }
@@ -307,7 +307,7 @@ Deno.test("docs/operations.md documents every metric with its type and every lab
     for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
       const row = doc.split("\n").find((l) => l.startsWith(`| \`${name}\``));
       assert.ok(row, `docs/operations.md has a row for ${name}`);
-      assert.equal(row.split("|")[2].trim(), type, `${name} type`);
+      assert.equal(row.split("|")[2]!.trim(), type, `${name} type`);
       for (
         const [, label, value] of text.matchAll(new RegExp(`^${name}\\{(\\w+)="(\\w+)"\\}`, "gm"))
       ) {

@@ -466,12 +466,12 @@ Deno.test("?since= recovers only the messages after that id; unknown or evicted 
     for (let i = 0; i < 5; i++) sent.push(await sayAndSee(a, `m${i}`, a));
     const texts = (w: Event) => w.history.map((m: Event) => m.text);
 
-    const { welcome: mid } = await chatClient(server.ws(`/s?since=${sent[1].id}`));
+    const { welcome: mid } = await chatClient(server.ws(`/s?since=${sent[1]!.id}`));
     assert.deepEqual(texts(mid), ["m2", "m3", "m4"]);
     assert.deepEqual(mid.history, sent.slice(2));
     assert.equal(mid.recovered, true);
 
-    const { welcome: last } = await chatClient(server.ws(`/s?since=${sent[4].id}`));
+    const { welcome: last } = await chatClient(server.ws(`/s?since=${sent[4]!.id}`));
     assert.deepEqual(last.history, []);
     assert.equal(last.recovered, true);
 
@@ -481,7 +481,7 @@ Deno.test("?since= recovers only the messages after that id; unknown or evicted 
 
     a.say("m5"); // evicts m0
     assert.equal((await a.until("message")).text, "m5"); // past the joins of the clients above
-    const { welcome: evicted } = await chatClient(server.ws(`/s?since=${sent[0].id}`));
+    const { welcome: evicted } = await chatClient(server.ws(`/s?since=${sent[0]!.id}`));
     assert.deepEqual(texts(evicted), ["m1", "m2", "m3", "m4", "m5"]);
     assert.equal(evicted.recovered, false);
   } finally {

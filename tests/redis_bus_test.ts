@@ -73,7 +73,7 @@ Deno.test("Redis URLs are logged without their password", () => {
 Deno.test({
   name: missing
     ? `a bus knows its node before publishing anything (ignored: ${missing})`
-    : "a bus knows its node before publishing anything: its first heartbeat already carries it",
+    : "a bus knows its node before publishing anything: its resync request and heartbeat carry it",
   ignore: missing !== undefined,
   async fn() {
     const redis = await startRedis();
@@ -90,10 +90,12 @@ Deno.test({
       const heard = new Inbox<string>();
       await listener.connect();
       await listener.subscribe(CONTROL_CHANNEL, (payload) => heard.push(payload));
-      // Nothing was published on the bus; a node learned from the first publish would be unknown.
+      // Nothing was published on the bus; a node learned from the first publish would be
+      // unknown, and neither the resync request on connecting nor the heartbeat would be sent.
+      const sync = decode(await heard.next("the resync request sent on connecting"));
+      assert.deepEqual([sync.t, sync.node], ["sync", "n-explicit"]);
       const alive = decode(await heard.next("a heartbeat"));
-      assert.equal(alive.t, "alive");
-      assert.equal(alive.node, "n-explicit");
+      assert.deepEqual([alive.t, alive.node], ["alive", "n-explicit"]);
     } finally {
       await bus.close();
       await listener.quit();

@@ -198,20 +198,20 @@ redisTest("each sender's 1,000 messages reach every instance in order, exactly o
     const clients = await Promise.all(mains.map((m) => rawClient(ws(m, "/order"))));
     await allSee(mains, 3);
     const n = 1000;
-    const senders = [clients[0], clients[2]];
+    const senders = [clients[0]!, clients[2]!];
     senders.forEach((c, s) => {
       for (let i = 0; i < n; i++) c.send(`${s}:${i}`);
     });
     await Promise.all(clients.map(async (c) => {
       const next = [0, 0];
       for (let k = 0; k < 2 * n; k++) {
-        const [s, i] = (await c.text()).split(":").map(Number);
+        const [s = -1, i] = (await c.text()).split(":").map(Number);
         assert.equal(i, next[s], `sender ${s} in order`);
-        next[s]++;
+        next[s]!++;
       }
       assert.deepEqual(next, [n, n]);
     }));
-    clients[1].send("end");
+    clients[1]!.send("end");
     for (const c of clients) assert.equal(await c.text(), "end", "no duplicate before the end");
     await Promise.all(clients.map((c) => c.close()));
   });
@@ -449,7 +449,7 @@ redisTest(
       await allSee([w, b], 11);
       other.send("from B");
       for (const c of [...spread, other]) assert.equal(await c.text(), "from B");
-      spread[3].send("from a worker");
+      spread[3]!.send("from a worker");
       for (const c of [...spread, other]) assert.equal(await c.text(), "from a worker");
       other.send("end");
       for (const c of [...spread, other]) assert.equal(await c.text(), "end", "nothing twice");
@@ -479,7 +479,7 @@ redisTest(
       const warns = out.stderr.split("\n").filter((l) => l.includes("WARN"));
       assert.equal(warns.length, 1, out.stderr);
       assert.match(
-        warns[0],
+        warns[0]!,
         /backplane unreachable url=redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ .*WRONGPASS/,
       );
       assert.doesNotMatch(out.stderr, /wrong-password/);

@@ -13,7 +13,7 @@ export class StubPeer implements Peer {
   /** Frames sent, in order. */
   readonly sent: (string | ArrayBuffer)[] = [];
   /** The close asked for, if any. */
-  closedWith: { code?: number; reason?: string } | undefined;
+  closedWith: { code: number | undefined; reason: string | undefined } | undefined;
   /** When set, `send` throws this (a broken connection). */
   failWith: DOMException | undefined;
   readonly #onClose: (() => void)[] = [];

@@ -40,7 +40,7 @@ Deno.test("the ticker example publishes prices to /stocks every 500 ms; subscrib
       assert.deepEqual(Object.keys(tick.prices).sort(), ["ACME", "GLOBEX", "INITECH", "UMBRELLA"]);
       for (const price of Object.values(tick.prices)) assert.ok(price > 0);
     }
-    const spacing = (ticks[4].ts - ticks[0].ts) / 4;
+    const spacing = (ticks[4]!.ts - ticks[0]!.ts) / 4;
     assert.ok(spacing >= 400 && spacing <= 1000, `ticks ${spacing} ms apart`);
     const event = await chat.next("message");
     assert.deepEqual(event.from, { id: "server", name: "ticker" });

@@ -19,7 +19,7 @@ function startCommand(dir?: string): [string, string[]] {
     dir !== undefined && a.startsWith("--allow-read=") ? `${a},${dir}` : a
   );
   assert.ok(args.some((a) => a.startsWith("--allow-read=")), "START_COMMAND grants --allow-read");
-  return [START_COMMAND[0], args];
+  return [START_COMMAND[0]!, args];
 }
 
 /** Make a self-signed P-256 certificate for localhost and 127.0.0.1, or say why we cannot. */
@@ -166,9 +166,9 @@ Deno.test({
       assert.equal(out.stdout, "", "never listened");
       const lines = stderr.split("\n").filter((l) => l !== "");
       assert.equal(lines.length, 1, `one line: ${stderr}`);
-      assert.match(lines[0], new RegExp(`^chorus: --cert: cannot read ${missing}: `));
-      assert.match(lines[0], /No such file or directory/);
-      assert.doesNotMatch(lines[0], /--allow-read/, "no permission hint when it is not one");
+      assert.match(lines[0]!, new RegExp(`^chorus: --cert: cannot read ${missing}: `));
+      assert.match(lines[0]!, /No such file or directory/);
+      assert.doesNotMatch(lines[0]!, /--allow-read/, "no permission hint when it is not one");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -194,8 +194,8 @@ Deno.test({
       assert.equal(out.stdout, "");
       const lines = out.stderr.split("\n").filter((l) => l !== "");
       assert.equal(lines.length, 1, `one line: ${out.stderr}`);
-      assert.match(lines[0], new RegExp(`^chorus: --cert: cannot read ${cert}: `));
-      assert.ok(lines[0].endsWith(` (grant --allow-read=${cert})`), lines[0]);
+      assert.match(lines[0]!, new RegExp(`^chorus: --cert: cannot read ${cert}: `));
+      assert.ok(lines[0]!.endsWith(` (grant --allow-read=${cert})`), lines[0]!);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -254,9 +254,9 @@ Deno.test({
         const label = `${args.map((a) => a.replace(dir, "DIR")).join(" ")} → exit ${out.code}, ` +
           `stderr ${JSON.stringify(stderr.replaceAll(dir, "DIR").slice(0, 300))}`;
         if (stdout !== "") problems.push(`listened: ${label}`);
-        else if (lines.length !== 1 || !/^chorus: /.test(lines[0])) {
+        else if (lines.length !== 1 || !/^chorus: /.test(lines[0]!)) {
           problems.push(`not one "chorus: " line: ${label}`);
-        } else if (!names.test(lines[0])) problems.push(`does not name the culprit: ${label}`);
+        } else if (!names.test(lines[0]!)) problems.push(`does not name the culprit: ${label}`);
         else if (out.code !== 2) problems.push(`exit is not 2: ${label}`);
       }
       assert.deepEqual(problems, [], problems.join("\n"));

@@ -50,7 +50,7 @@ export function encodeFrame({ opcode, payload = "", fin = true, rsv = 0, mask = 
   const key = crypto.getRandomValues(new Uint8Array(4));
   out.set(key, at);
   at += 4;
-  for (let i = 0; i < n; i++) out[at + i] = body[i] ^ key[i & 3];
+  for (let i = 0; i < n; i++) out[at + i] = body[i]! ^ key[i & 3]!;
   return out;
 }
 
@@ -92,7 +92,7 @@ export class FrameParser {
       const b = this.#buf;
       if (b.length < 2) break;
       const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
-      let len = b[1] & 0x7f;
+      let len = b[1]! & 0x7f;
       let at = 2;
       if (len === 126) {
         if (b.length < 4) break;
@@ -103,13 +103,13 @@ export class FrameParser {
         len = Number(view.getBigUint64(2));
         at = 10;
       }
-      const masked = (b[1] & 0x80) !== 0;
+      const masked = (b[1]! & 0x80) !== 0;
       const key = masked ? b.subarray(at, at + 4) : undefined;
       if (masked) at += 4;
       if (b.length < at + len) break;
       const payload = b.slice(at, at + len);
-      if (key) { for (let i = 0; i < len; i++) payload[i] ^= key[i & 3]; }
-      frames.push({ fin: (b[0] & 0x80) !== 0, opcode: b[0] & 0xf, payload });
+      if (key) { for (let i = 0; i < len; i++) payload[i]! ^= key[i & 3]!; }
+      frames.push({ fin: (b[0]! & 0x80) !== 0, opcode: b[0]! & 0xf, payload });
       this.#buf = b.subarray(at + len);
     }
     return frames;
@@ -300,7 +300,7 @@ export async function rawExchange(
     const colon = line.indexOf(":");
     headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
   }
-  const status = Number(statusLine.split(" ")[1]);
+  const status = Number(statusLine!.split(" ")[1]);
   if (status === 101) {
     openRaw.delete(conn);
     return { status, headers, body: "", ws: new RawWs(conn, rest, read) };
@@ -335,8 +335,12 @@ export function upgradeRequest(
     method = "GET",
     host = `127.0.0.1:${port}`,
     headers = {},
-  }: { path?: string; method?: string; host?: string; headers?: Record<string, string | null> } =
-    {},
+  }: {
+    path?: string;
+    method?: string;
+    host?: string;
+    headers?: Record<string, string | null> | undefined;
+  } = {},
 ): string {
   const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
   const all: Record<string, string | null> = {
