@@ -94,7 +94,7 @@ Deno.test("with --workers 2, --max-connections holds for the whole process", asy
 });
 
 Deno.test("with --workers 2, SIGTERM closes every client on every worker with 1001 and exits 0", async () => {
-  const main = await startMain(["--workers", "2"]);
+  await using main = await startMain(["--workers", "2"]);
   const clients = await Promise.all(
     Array.from({ length: 12 }, () => rawClient(`ws://127.0.0.1:${main.port}/bye`)),
   );

@@ -354,7 +354,7 @@ export interface MainProcess {
 }
 
 /** Send `signal` to `child` unless it has already exited. */
-function killIfRunning(child: Deno.ChildProcess, signal: Deno.Signal = "SIGKILL"): void {
+export function killIfRunning(child: Deno.ChildProcess, signal: Deno.Signal = "SIGKILL"): void {
   try {
     child.kill(signal);
   } catch (err) {

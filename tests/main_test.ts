@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { rawClient, runMain, startMain } from "./helpers.ts";
+import { killIfRunning, rawClient, runMain, startMain } from "./helpers.ts";
 
 Deno.test("main prints exactly one listening line and relays a broadcast", async () => {
-  const main = await startMain();
+  await using main = await startMain();
   assert.match(main.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
   const a = await rawClient(`ws://127.0.0.1:${main.port}/x`);
   const b = await rawClient(`ws://127.0.0.1:${main.port}/x`);
@@ -19,7 +19,7 @@ Deno.test("main prints exactly one listening line and relays a broadcast", async
 });
 
 Deno.test("SIGINT also shuts down cleanly with 1001 and exit 0", async () => {
-  const main = await startMain();
+  await using main = await startMain();
   const a = await rawClient(`ws://127.0.0.1:${main.port}/`);
   main.child.kill("SIGINT");
   assert.deepEqual(await a.closed, { code: 1001, reason: "server shutting down" });
@@ -38,12 +38,16 @@ Deno.test("PORT from the environment is used and --port wins over it", async () 
     stderr: "null",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const { value } = await reader.read();
-  assert.equal(value, `chorus listening on http://127.0.0.1:${port}/\n`);
-  child.kill("SIGTERM");
-  assert.equal((await child.status).code, 0);
-  await reader.cancel();
-  const flagged = await startMain([], { PORT: String(port) }); // startMain passes --port 0
+  try {
+    const { value } = await reader.read();
+    assert.equal(value, `chorus listening on http://127.0.0.1:${port}/\n`);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    killIfRunning(child);
+    await reader.cancel();
+  }
+  await using flagged = await startMain([], { PORT: String(port) }); // startMain passes --port 0
   assert.notEqual(flagged.port, port);
   flagged.child.kill("SIGTERM");
   assert.equal((await flagged.output()).code, 0);

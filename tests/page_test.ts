@@ -261,9 +261,14 @@ Deno.test({
           "Ada",
           "Lin",
         ]);
-        // The page that stayed saw nothing twice either.
+        // The page that stayed saw nothing twice either: an end marker comes after anything
+        // the reload could have sent it again.
+        await say(a, "end of the reload check");
+        await expectMessage(b, "end of the reload check", "Ada", false);
         const ids = (await b.evaluate(messageList)).map((m) => m.id);
+        const marker = ids.pop();
         assert.deepEqual(ids, after.map((m) => m.id));
+        assert.equal((await a.evaluate(messageList)).at(-1)?.id, marker);
       });
 
       await step("markup in a message is shown as text, never run", async () => {

@@ -63,10 +63,15 @@ Deno.test("If-None-Match with the current ETag gets 304 without a body", async (
 
 Deno.test("HEAD gets the headers of GET and no body", async () => {
   const { handle } = inProcess();
-  const res = await handle("/lobby", { method: "HEAD" });
-  assert.equal(res.status, 200);
-  assert.ok(Number(res.headers.get("content-length")) > 0);
-  assert.equal(await res.text(), "");
+  for (const path of ["/lobby", "/_static/app.js"]) {
+    const get = await handle(path);
+    const body = await get.arrayBuffer();
+    const head = await handle(path, { method: "HEAD" });
+    assert.equal(head.status, get.status, path);
+    assert.deepEqual([...head.headers], [...get.headers], path);
+    assert.equal(Number(head.headers.get("content-length")), body.byteLength, path);
+    assert.equal(await head.text(), "", path);
+  }
 });
 
 Deno.test("methods other than GET and HEAD get 405 with an Allow header", async () => {
