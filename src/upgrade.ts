@@ -27,7 +27,7 @@ export interface Refusal {
 /** `WWW-Authenticate` of a refused token (RFC 6750), which travels in the `token` parameter. */
 const TOKEN_CHALLENGE = { "www-authenticate": 'Bearer realm="chorus", error="invalid_token"' };
 
-/** Every refusal of an upgrade; `docs/operations.md` lists them for operators. */
+/** Every refusal of an upgrade; `docs/protocol.md` lists each status and code (a test checks it). */
 export const REFUSALS = {
   not_get: {
     reason: "bad_request",

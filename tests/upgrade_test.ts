@@ -95,3 +95,13 @@ Deno.test("a refusal's response carries its status, code, headers and Retry-Afte
   const precise = refusalResponse({ refused: "bad_name", message: "name is too long" });
   assert.equal((await precise.json()).error.message, "name is too long");
 });
+
+Deno.test("docs/protocol.md lists the status and code of every refusal", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/protocol.md", import.meta.url));
+  const rows = new Set(
+    [...doc.matchAll(/^\| (\d{3}) +\| `([a-z_]+)` +\|/gm)].map((m) => `${m[1]} ${m[2]}`),
+  );
+  for (const [kind, r] of Object.entries(REFUSALS)) {
+    assert.ok(rows.has(`${r.status} ${r.code}`), `${kind}: ${r.status} ${r.code}`);
+  }
+});
