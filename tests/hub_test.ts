@@ -10,10 +10,9 @@ import {
   startServer,
   waitFor,
 } from "./helpers.ts";
-import { Hub, type Member } from "../src/hub.ts";
-import { type Mode, protocolError } from "../src/protocol.ts";
-import { TokenBucket } from "../src/ratelimit.ts";
-import { CONNECTING, OPEN, StubPeer } from "./stub_peer.ts";
+import { Hub } from "../src/hub.ts";
+import { protocolError } from "../src/protocol.ts";
+import { CONNECTING, joinStub, OPEN, StubPeer } from "./stub_peer.ts";
 
 Deno.test("a raw broadcast reaches every socket in the room, sender included, and no other room", async () => {
   const server = await startServer();
@@ -175,32 +174,6 @@ Deno.test("--history-max-bytes trims the least recently used rooms' history firs
 });
 
 // The hub's own bookkeeping, over stub peers: what no socket test can observe or provoke.
-
-function joinStub(
-  hub: Hub,
-  room: string,
-  mode: Mode = "chat",
-  peer = new StubPeer(),
-): Member & { socket: StubPeer; endedCount: number } {
-  const seq = hub.nextId();
-  const member = {
-    id: seq,
-    name: seq,
-    mode,
-    room,
-    socket: peer,
-    ip: "192.0.2.1",
-    nameLocked: false,
-    bucket: new TokenBucket(0, 0),
-    endedCount: 0,
-    ended() {
-      member.endedCount++;
-    },
-  };
-  hub.connect(member);
-  if (peer.readyState === OPEN) hub.open(member);
-  return member;
-}
 
 Deno.test("a peer that left is never sent to again, even while it still reads as open", () => {
   const hub = new Hub({ history: 0, historyTtlMs: 0 });

@@ -4,6 +4,9 @@
  * Behaviour that is about sockets is tested over real sockets instead.
  * @module
  */
+import type { Hub, Member } from "../src/hub.ts";
+import type { Mode } from "../src/protocol.ts";
+import { TokenBucket } from "../src/ratelimit.ts";
 import { CONNECTING, OPEN, type Peer } from "../src/transport.ts";
 
 /** A {@link Peer} that keeps what it is sent. */
@@ -48,6 +51,36 @@ export class StubPeer implements Peer {
       typeof f === "string" ? f.split("\n").map((l) => JSON.parse(l)) : []
     );
   }
+}
+
+/**
+ * Connect a member on a stub peer to `hub` and, when the peer is open, join it to `room`;
+ * `endedCount` counts the hub's calls of its `ended`.
+ */
+export function joinStub(
+  hub: Hub,
+  room: string,
+  mode: Mode = "chat",
+  peer = new StubPeer(),
+): Member & { socket: StubPeer; endedCount: number } {
+  const seq = hub.nextId();
+  const member = {
+    id: seq,
+    name: seq,
+    mode,
+    room,
+    socket: peer,
+    ip: "192.0.2.1",
+    nameLocked: false,
+    bucket: new TokenBucket(0, 0),
+    endedCount: 0,
+    ended() {
+      member.endedCount++;
+    },
+  };
+  hub.connect(member);
+  if (peer.readyState === OPEN) hub.open(member);
+  return member;
 }
 
 export { CONNECTING, OPEN };
