@@ -10,7 +10,7 @@ import { IDLE_CLOSE_REASON } from "./close.ts";
 import type { Hub, Member } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { C, utf8Length } from "./metrics.ts";
-import { parseClientEvent, protocolError, SUBPROTOCOL } from "./protocol.ts";
+import { type Mode, parseClientEvent, protocolError, SUBPROTOCOL } from "./protocol.ts";
 import { TokenBucket } from "./ratelimit.ts";
 import type { Admitted, Refused } from "./upgrade.ts";
 
@@ -111,24 +111,17 @@ export function createAccept(deps: ConnectionDeps): Accept {
     }
     const { grant } = admitted;
     const seq = hub.nextId();
-    const cancelExpiry = grant?.expiresAt === undefined
-      ? undefined
-      : closeAtExpiry(hub, socket, grant.expiresAt);
-    const member: Member = {
+    const member = new WebSocketMember(
       // One user connected twice has the same id twice: the hub keys connections by socket.
-      id: grant?.sub ?? seq,
-      name: admitted.name ?? `guest-${seq.split("-").pop()!.padStart(4, "0")}`,
-      mode: admitted.mode,
-      room: admitted.room,
+      grant?.sub ?? seq,
+      admitted.name ?? `guest-${seq.split("-").pop()!.padStart(4, "0")}`,
+      admitted,
       socket,
       ip,
-      bucket: new TokenBucket(config.rateLimit, config.rateBurst),
-      nameLocked: grant?.name !== undefined,
-      ended() {
-        early.delete(socket);
-        cancelExpiry?.();
-      },
-    };
+      new TokenBucket(config.rateLimit, config.rateBurst),
+      early,
+      grant?.expiresAt === undefined ? undefined : closeAtExpiry(hub, socket, grant.expiresAt),
+    );
     hub.connect(member);
     socket.binaryType = "arraybuffer";
     socket.addEventListener("open", () => onOpen(member, admitted.since), { once: true });
@@ -136,6 +129,40 @@ export function createAccept(deps: ConnectionDeps): Accept {
     socket.addEventListener("close", onClose);
     return response;
   };
+}
+
+/**
+ * A hub member on a WebSocket. A class rather than an object literal with an `ended` closure:
+ * idle connections are most of a server's memory, and a shared method costs nothing per
+ * connection.
+ */
+class WebSocketMember implements Member {
+  readonly mode: Mode;
+  readonly room: string;
+  readonly nameLocked: boolean;
+
+  constructor(
+    readonly id: string,
+    public name: string,
+    admitted: Admitted,
+    readonly socket: WebSocket,
+    readonly ip: string,
+    readonly bucket: TokenBucket,
+    /** The adapter's frames held until joins, shared by all its members. */
+    readonly early: Map<WebSocket, Early>,
+    /** Cancels the token-expiry close; undefined without a token that expires. */
+    readonly cancelExpiry: (() => void) | undefined,
+  ) {
+    this.mode = admitted.mode;
+    this.room = admitted.room;
+    this.nameLocked = admitted.grant?.name !== undefined;
+  }
+
+  /** Drop what the adapter holds for this member: its held frames and its expiry timer. */
+  ended(): void {
+    this.early.delete(this.socket);
+    this.cancelExpiry?.();
+  }
 }
 
 /**
