@@ -36,7 +36,8 @@ interface Lines {
 
 /** A room's shared batch, and the peers of the room that get a frame of their own instead. */
 interface Batch extends Lines {
-  readonly privates: Set<Peer>;
+  /** Made on the first peer that needs one: most batches have none. */
+  privates: Set<Peer> | undefined;
 }
 
 /** Queues and writes frames for every peer of one hub. */
@@ -47,6 +48,9 @@ export class Outbox {
   #batches = new Map<Set<Peer>, Batch>();
   /** Peers with a frame of their own pending. */
   #own = new Map<Peer, Lines>();
+  /** The maps {@link flush} is writing, emptied and swapped back in: no new maps per flush. */
+  #flushingBatches = new Map<Set<Peer>, Batch>();
+  #flushingOwn = new Map<Peer, Lines>();
   /** Peers over `maxBufferedBytes` right after a write, judged again after a grace. */
   readonly #suspects = new Set<Peer>();
   #suspectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -73,7 +77,11 @@ export class Outbox {
     if (except !== undefined && room.has(except) && !this.#own.has(except)) {
       this.#privatize(except, batch, true);
     }
-    for (const peer of batch.privates) if (peer !== except) push(this.#own.get(peer)!, line, bytes);
+    if (batch.privates) {
+      for (const peer of batch.privates) {
+        if (peer !== except) push(this.#own.get(peer)!, line, bytes);
+      }
+    }
     push(batch, line, bytes);
     this.#scheduleFlush();
   }
@@ -93,7 +101,7 @@ export class Outbox {
   forget(peer: Peer, room: Set<Peer>): void {
     this.#own.delete(peer);
     this.#suspects.delete(peer);
-    this.#batches.get(room)?.privates.delete(peer);
+    this.#batches.get(room)?.privates?.delete(peer);
   }
 
   /**
@@ -101,19 +109,22 @@ export class Outbox {
    * write causes (a dropped peer's `leave`) is queued for the next flush, exactly once.
    */
   flush(): void {
-    clearTimeout(this.#flushTimer);
-    this.#flushTimer = undefined;
     const batches = this.#batches;
     const own = this.#own;
-    this.#batches = new Map();
-    this.#own = new Map();
+    // Asked from inside a flush (by code reacting to a write): the scheduled flush will do it.
+    if (batches === this.#flushingBatches) return;
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    this.#batches = this.#flushingBatches;
+    this.#own = this.#flushingOwn;
     const row = this.#row;
     for (const [room, batch] of batches) {
       const n = batch.lines.length;
       if (n === 0) continue;
       const frame = n === 1 ? batch.lines[0]! : batch.lines.join("\n");
+      const privates = batch.privates;
       for (const peer of room) {
-        if (batch.privates.has(peer)) continue;
+        if (privates?.has(peer)) continue;
         if (this.#send(peer, frame, batch.bytes)) row[C.delivered]! += n;
       }
     }
@@ -123,6 +134,10 @@ export class Outbox {
       const frame = n === 1 ? lines.lines[0]! : lines.lines.join("\n");
       if (this.#send(peer, frame, lines.bytes)) row[C.delivered]! += n;
     }
+    batches.clear();
+    own.clear();
+    this.#flushingBatches = batches;
+    this.#flushingOwn = own;
   }
 
   /** Stop the timers; nothing queued is written. */
@@ -135,7 +150,7 @@ export class Outbox {
   #batchOf(room: Set<Peer>): Batch {
     let batch = this.#batches.get(room);
     if (batch === undefined) {
-      batch = { lines: [], bytes: 0, privates: new Set() };
+      batch = { lines: [], bytes: 0, privates: undefined };
       this.#batches.set(room, batch);
     }
     return batch;
@@ -147,7 +162,7 @@ export class Outbox {
       ? { lines: batch.lines.slice(), bytes: batch.bytes }
       : { lines: [], bytes: 0 };
     this.#own.set(peer, own);
-    batch.privates.add(peer);
+    (batch.privates ??= new Set()).add(peer);
     this.#scheduleFlush();
     return own;
   }

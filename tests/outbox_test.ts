@@ -96,3 +96,30 @@ Deno.test("a peer that drained during the grace is not slow", async () => {
   assert.equal(slow.size, 0);
   box.dispose();
 });
+
+Deno.test("a flush asked for from inside a flush is left to the next one: nothing lost or doubled", () => {
+  const room = new Set<Peer>();
+  const broken = new StubPeer();
+  broken.failWith = new DOMException("gone", "InvalidStateError");
+  const other = new StubPeer();
+  room.add(broken).add(other);
+  const box: Outbox = new Outbox({
+    maxBufferedBytes: 1000,
+    metrics: new Metrics(),
+    onSlow() {},
+    onBroken(peer) {
+      // What a hub does with a broken peer: remove it and tell the room, here at once.
+      room.delete(peer);
+      box.toRoom(room, '{"type":"leave"}', 16);
+      box.flush();
+    },
+  });
+  box.toRoom(room, line(1), 10);
+  box.flush();
+  assert.deepEqual(other.sent, [line(1)]);
+  box.flush();
+  assert.deepEqual(other.sent, [line(1), '{"type":"leave"}']);
+  box.flush();
+  assert.equal(other.sent.length, 2);
+  box.dispose();
+});
