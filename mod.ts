@@ -270,8 +270,7 @@ export async function createChorus(options: ChorusOptions = {}): Promise<Chorus>
         .map(([room, members]) => ({
           room,
           members: members.map(({ id, name, mode }) => ({ id, name, mode })),
-        }))
-        .sort((a, b) => a.room < b.room ? -1 : a.room > b.room ? 1 : 0);
+        }));
     },
     shutdown() {
       return stopped ??= app.shutdown();

@@ -157,8 +157,7 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
 
 function listRooms(hub: Hub): Response {
   const rooms = [...hub.directory()]
-    .map(([room, members]) => ({ room, members: members.length }))
-    .sort((a, b) => a.room < b.room ? -1 : a.room > b.room ? 1 : 0);
+    .map(([room, members]) => ({ room, members: members.length }));
   return json({ rooms });
 }
 

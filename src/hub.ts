@@ -200,7 +200,7 @@ export class Hub {
     return this.#presence.members(room);
   }
 
-  /** Every room with members on any hub of the bus, with those members, this hub's first. */
+  /** Every room with members on any hub of the bus, by room name, with those members. */
   directory(): Map<string, RemoteMember[]> {
     return this.#presence.directory();
   }
@@ -268,7 +268,8 @@ export class Hub {
     const change = this.#presence.rename(member, name);
     const room = this.#rooms.get(member.room);
     if (room) this.#announce(room, change);
-    this.#bus?.publish({ t: "rename", node: this.node, room: member.room, ...renamed(change) });
+    const { id, oldName } = change;
+    this.#bus?.publish({ t: "rename", node: this.node, room: member.room, id, name, oldName });
   }
 
   /** Tell one chat member what was wrong with its frame. */
@@ -442,10 +443,4 @@ export class Hub {
     // A joining member starts fresh: the room's pending events are already in its welcome.
     this.#outbox.toPeer(room.chat, member.socket, line, utf8Length(line), event.type === "welcome");
   }
-}
-
-/** The fields of a rename as the bus carries them. */
-function renamed(change: PresenceChange): { id: string; name: string; oldName: string } {
-  if (change.type !== "rename") throw new Error(`expected a rename, got ${change.type}`);
-  return { id: change.id, name: change.name, oldName: change.oldName };
 }

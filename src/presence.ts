@@ -14,11 +14,14 @@ export interface Present {
   readonly mode: Mode;
 }
 
+/** A member's new name, as announced. */
+export type Rename = { type: "rename"; id: string; name: string; oldName: string };
+
 /** An event to announce to a room's chat members after a presence change. */
 export type PresenceChange =
   | { type: "join"; id: string; name: string }
   | { type: "leave"; id: string; name: string }
-  | { type: "rename"; id: string; name: string; oldName: string };
+  | Rename;
 
 /** A change and the room it happened in. */
 export type RoomChange = [room: string, change: PresenceChange];
@@ -76,7 +79,7 @@ export class Presence {
   }
 
   /** A member of this hub took a new name. */
-  rename(member: Present, name: string): PresenceChange {
+  rename(member: Present, name: string): Rename {
     const oldName = member.name;
     member.name = name;
     return { type: "rename", id: member.id, name, oldName };
@@ -99,7 +102,7 @@ export class Presence {
     return out;
   }
 
-  /** Every room with members on any hub, with those members, this hub's first. */
+  /** Every room with members on any hub, by room name, with those members, this hub's first. */
   directory(): Map<string, RemoteMember[]> {
     const rooms = new Map(this.snapshot());
     for (const [room, members] of this.#remote) {
@@ -107,7 +110,7 @@ export class Presence {
       for (const m of members.values()) list.push({ id: m.id, name: m.name, mode: m.mode });
       rooms.set(room, list);
     }
-    return rooms;
+    return new Map([...rooms].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
   }
 
   /** A member of another hub entered `room`. */
