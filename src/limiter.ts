@@ -16,6 +16,15 @@ const IP_SLOTS = 65_536;
 /** Int32s per row: the total, then one count per hashed IP slot. */
 const ROW = 1 + IP_SLOTS;
 
+/** Where worker `worker`'s row starts in `table`; throws when the table has none for it. */
+function rowOf(table: Int32Array, worker: number): number {
+  const start = (1 + worker) * ROW;
+  if (start + ROW > table.length) {
+    throw new RangeError(`the limiter table has no row for worker ${worker}`);
+  }
+  return start;
+}
+
 /**
  * Counters for one process, shareable between workers: row 0 is what admission checks (the
  * whole process), and with `workers` > 0 row `1 + i` is worker `i`'s share of it. A worker's
@@ -52,10 +61,7 @@ export class ConnectionLimiter {
     worker?: number,
   ) {
     this.#table = table;
-    if (worker !== undefined && (2 + worker) * ROW > table.length) {
-      throw new RangeError(`the limiter table has no row for worker ${worker}`);
-    }
-    this.#own = worker === undefined ? undefined : (1 + worker) * ROW;
+    this.#own = worker === undefined ? undefined : rowOf(table, worker);
   }
 
   /** Open connections counted in this table (all workers when shared). */
@@ -101,10 +107,7 @@ export class ConnectionLimiter {
  * Only call it once the worker can no longer run.
  */
 export function releaseWorker(table: Int32Array, worker: number): number {
-  const own = (1 + worker) * ROW;
-  if (own + ROW > table.length) {
-    throw new RangeError(`the limiter table has no row for worker ${worker}`);
-  }
+  const own = rowOf(table, worker);
   const freed = Atomics.exchange(table, own, 0);
   Atomics.sub(table, 0, freed);
   for (let slot = 1; slot < ROW; slot++) {

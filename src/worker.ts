@@ -60,7 +60,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
   // With --redis-url each worker is an instance of its own on the backplane, which already
   // carries everything between them: no BroadcastChannel too, or workers would hear it twice.
   const bus = await redisBackplane(config, log);
-  const { hub, handler } = createApp(config, {
+  const app = createApp(config, {
     log,
     jwtPublicKeyPem: m.jwtPublicKeyPem,
     bus,
@@ -77,16 +77,16 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       hostname: config.hostname,
       reusePort: true,
       ...m.tls,
-      onListen: ({ hostname, port }) => post({ type: "listening", hostname, port, node: hub.node }),
-    }, handler);
+      onListen: ({ hostname, port }) =>
+        post({ type: "listening", hostname, port, node: app.hub.node }),
+    }, app.handler);
     stop = async () => {
-      await hub.closeAll();
-      await hub.dispose();
+      await app.shutdown();
       await server.shutdown();
     };
   } catch (err) {
     if (!(err instanceof Error)) throw err;
-    await hub.dispose();
+    await app.hub.dispose();
     post({ type: "failed", message: err.message.split("\n")[0]! });
   }
 };

@@ -113,19 +113,18 @@ export function startServer(
   const config: Config = { ...DEFAULTS, port: 0, hostname: "127.0.0.1", ...overrides };
   const logs: string[] = [];
   const log: Logger = createLogger({ level: "debug", format: "json", write: (l) => logs.push(l) });
-  const { hub, handler } = createApp(config, { log, ...options });
-  const server = Deno.serve({ port: 0, hostname: config.hostname, onListen() {} }, handler);
+  const app = createApp(config, { log, ...options });
+  const server = Deno.serve({ port: 0, hostname: config.hostname, onListen() {} }, app.handler);
   const port = server.addr.port;
   return {
     port,
     origin: `http://127.0.0.1:${port}`,
-    hub,
+    hub: app.hub,
     config,
     logs,
     ws: (path = "/") => `ws://127.0.0.1:${port}${path}`,
     async close() {
-      await hub.closeAll();
-      await hub.dispose();
+      await app.shutdown();
       await server.shutdown();
     },
   };
