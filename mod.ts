@@ -57,6 +57,18 @@ export interface ChorusOptions {
    */
   historyMaxBytes?: number;
   /**
+   * Members a room may have and still get per-member presence (`join`, `leave`, every member
+   * in `welcome`); a larger room is told its member count instead (see `docs/protocol.md`).
+   * @default 1000
+   */
+  presenceLimit?: number;
+  /**
+   * Least seconds between two member counts told to a room over `presenceLimit` (fractions
+   * allowed).
+   * @default 1
+   */
+  presenceInterval?: number;
+  /**
    * Largest message relayed, in bytes; a larger one closes its sender with 1009.
    * @default 65536
    */

@@ -156,18 +156,25 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
 }
 
 function listRooms(hub: Hub): Response {
-  const rooms = [...hub.directory()]
-    .map(([room, members]) => ({ room, members: members.length }));
+  const rooms = [...hub.roomCounts()].map(([room, members]) => ({ room, members }));
   return json({ rooms });
 }
+
+/** Members per page of `GET /api/rooms/members` when the request names no `limit`. */
+export const DEFAULT_MEMBERS_PAGE = 1000;
+
+/** Most members one page of `GET /api/rooms/members` may ask for. */
+export const MAX_MEMBERS_PAGE = 10_000;
 
 function listMembers(hub: Hub, url: URL): Response {
   const room = roomParam(url);
   if (room instanceof Response) return room;
-  const members = (hub.directory().get(room) ?? []).map(({ id, name, mode }) => ({
-    id,
-    name,
-    mode,
-  }));
-  return json({ room, members });
+  const rawLimit = url.searchParams.get("limit");
+  const limit = rawLimit === null ? DEFAULT_MEMBERS_PAGE : Number(rawLimit);
+  if (!/^\d+$/.test(rawLimit ?? "1") || limit < 1 || limit > MAX_MEMBERS_PAGE) {
+    return httpError(400, "bad_request", `limit must be an integer from 1 to ${MAX_MEMBERS_PAGE}`);
+  }
+  const after = url.searchParams.get("after") ?? undefined;
+  const { count, members, next } = hub.memberPage(room, after, limit);
+  return json({ room, count, members, next });
 }

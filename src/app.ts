@@ -111,6 +111,8 @@ export function createApp(
     historyTtlMs: config.historyTtl * 1000,
     historyMaxBytes: config.historyMaxBytes,
     maxBufferedBytes: config.maxBufferedBytes,
+    presenceLimit: config.presenceLimit,
+    presenceIntervalMs: config.presenceInterval * 1000,
     limiter: new ConnectionLimiter(
       config.maxConnections,
       config.maxConnectionsPerIp,

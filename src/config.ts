@@ -22,6 +22,13 @@ export interface Config {
   historyTtl: number;
   /** Memory all rooms' histories may use together; the least recently used rooms lose theirs first. */
   historyMaxBytes: number;
+  /**
+   * Members a room may have and still get per-member presence (`join`, `leave`, the full list
+   * in `welcome`); a larger room is told its member count instead, which keeps it linear.
+   */
+  presenceLimit: number;
+  /** Seconds between two member counts told to a room over the presence limit, at least. */
+  presenceInterval: number;
   /** Largest message relayed, in bytes; a larger one closes its sender with 1009. */
   maxMessageBytes: number;
   /** A socket whose unsent queue passes this many bytes is closed as a slow consumer. */
@@ -71,6 +78,8 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   history: 50,
   historyTtl: 600,
   historyMaxBytes: 64 * 1024 * 1024,
+  presenceLimit: 1000,
+  presenceInterval: 1,
   maxMessageBytes: 65_536,
   maxBufferedBytes: 1_048_576,
   rateLimit: 50,
@@ -115,6 +124,17 @@ function integer(min: number, max: number): Parser<number> {
     const n = Number(raw);
     if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
       throw new ConfigError(`${label}: expected an integer from ${min} to ${max}, got "${raw}"`);
+    }
+    return n;
+  };
+}
+
+/** A duration in seconds, fractions allowed (`0.25`), from `min` to `max`. */
+function seconds(min: number, max: number): Parser<number> {
+  return (raw, label) => {
+    const n = Number(raw);
+    if (!/^\d+(\.\d+)?$/.test(raw.trim()) || n < min || n > max) {
+      throw new ConfigError(`${label}: expected seconds from ${min} to ${max}, got "${raw}"`);
     }
     return n;
   };
@@ -233,6 +253,20 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "BYTES",
     description: "memory all rooms' histories may use together; cold rooms are trimmed first",
     parse: integer(0, 1024 * 1024 * 1024 * 16),
+  }),
+  option({
+    key: "presenceLimit",
+    flag: "presence-limit",
+    valueName: "N",
+    description: "members a room may have and still get join/leave events; larger rooms get counts",
+    parse: integer(0, 10_000_000),
+  }),
+  option({
+    key: "presenceInterval",
+    flag: "presence-interval",
+    valueName: "SECONDS",
+    description: "least time between two member counts sent to a room over --presence-limit",
+    parse: seconds(0.01, 60),
   }),
   option({
     key: "maxMessageBytes",

@@ -10,12 +10,19 @@
  */
 import type { Bus, BusMessage, RemoteMember } from "./bus.ts";
 import { closeFrame, type DropReason } from "./close.ts";
+import { Crowds } from "./crowds.ts";
 import { type HistoryStore, MemoryHistory } from "./history.ts";
 import { type Admission as LimitAdmission, ConnectionLimiter } from "./limiter.ts";
 import { C, type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
 import { Outbox } from "./outbox.ts";
-import { Presence, type PresenceChange, type Present } from "./presence.ts";
-import type { MemberInfo, MessageEvent, ProtocolError, ServerEvent } from "./protocol.ts";
+import { type MemberPage, Presence, type PresenceChange, type Present } from "./presence.ts";
+import {
+  type MemberInfo,
+  type MessageEvent,
+  PRESENCE_SAMPLE,
+  type ProtocolError,
+  type ServerEvent,
+} from "./protocol.ts";
 import type { TokenBucket } from "./ratelimit.ts";
 import { Slots } from "./slots.ts";
 import { RoomWatches } from "./watches.ts";
@@ -34,6 +41,10 @@ export interface HubOptions {
   historyMaxBytes?: number;
   /** A socket whose unsent queue passes this many bytes is closed as a slow consumer. */
   maxBufferedBytes?: number;
+  /** Members a room may have and still get per-member presence; unlimited when omitted. */
+  presenceLimit?: number | undefined;
+  /** Shortest time between two member counts told to a room over the limit, in ms. */
+  presenceIntervalMs?: number | undefined;
   /** Connection limits; unlimited when omitted. */
   limiter?: ConnectionLimiter;
   /** Counters to count into; a private set when omitted. */
@@ -83,6 +94,7 @@ export class Hub {
   readonly #rooms = new Map<string, Room>();
   readonly #members = new Map<Peer, Member>();
   readonly #presence = new Presence();
+  readonly #crowds: Crowds;
   readonly #history: HistoryStore;
   readonly #outbox: Outbox;
   readonly #slots: Slots<Peer>;
@@ -118,6 +130,14 @@ export class Hub {
       occupied: (room) => this.#occupied(room),
       now: this.#now,
       reorderWindowMs: options.bus ? REORDER_WINDOW_MS : 0,
+    });
+    this.#crowds = new Crowds({
+      limit: options.presenceLimit ?? Infinity,
+      intervalMs: options.presenceIntervalMs ?? 1000,
+      count: (room) => this.#presence.count(room),
+      onCount: (room, count) => this.#tell(room, { type: "presence", count }),
+      onSmall: (room, count) =>
+        this.#tell(room, { type: "members", count, members: this.membersOf(room) }),
     });
     this.#bus = options.bus;
     this.#watches = new RoomWatches(options.bus);
@@ -200,6 +220,23 @@ export class Hub {
     return this.#presence.members(room);
   }
 
+  /** Every room with members on any hub of the bus, by room name, with its member count. */
+  roomCounts(): Map<string, number> {
+    return this.#presence.counts();
+  }
+
+  /**
+   * One page of a room's members on every hub of the bus, ordered by id, after the id `after`
+   * (see {@link Presence.page}), with the room's member count.
+   */
+  memberPage(
+    room: string,
+    after: string | undefined,
+    limit: number,
+  ): MemberPage & { count: number } {
+    return { count: this.#presence.count(room), ...this.#presence.page(room, after, limit) };
+  }
+
   /** Every room with members on any hub of the bus, by room name, with those members. */
   directory(): Map<string, RemoteMember[]> {
     return this.#presence.directory();
@@ -231,7 +268,7 @@ export class Hub {
     this.#outbox.forget(peer, room.chat);
     (member.mode === "raw" ? room.raw : room.chat).delete(peer);
     if (room.raw.size === 0 && room.chat.size === 0) this.#rooms.delete(member.room);
-    this.#announce(room, left);
+    if (this.#crowds.changed(member.room)) this.#announce(room, left);
     this.#markIfEmpty(member.room);
     this.#bus?.publish({ t: "leave", node: this.node, room: member.room, id: member.id });
     return member;
@@ -263,11 +300,15 @@ export class Hub {
     return delivered;
   }
 
-  /** Change a member's display name and tell everyone in the room, the renamer included. */
+  /**
+   * Change a member's display name and tell everyone in the room, the renamer included; in a
+   * room over the presence limit, the renamer alone.
+   */
   rename(member: Member, name: string): void {
     const change = this.#presence.rename(member, name);
     const room = this.#rooms.get(member.room);
-    if (room) this.#announce(room, change);
+    if (room && this.#crowds.has(member.room)) this.#queue(member, room, change);
+    else if (room) this.#announce(room, change);
     const { id, oldName } = change;
     this.#bus?.publish({ t: "rename", node: this.node, room: member.room, id, name, oldName });
   }
@@ -319,6 +360,7 @@ export class Hub {
   async dispose(): Promise<void> {
     clearInterval(this.#sweepTimer);
     this.#outbox.dispose();
+    this.#crowds.dispose();
     this.#slots.releaseAll();
     this.#bus?.publish({ t: "bye", node: this.node });
     await this.#bus?.close();
@@ -336,7 +378,8 @@ export class Hub {
 
   /**
    * Add an opened member to its room. A chat member first gets `welcome` (with the messages
-   * after `since`, when given), then everyone else in the room hears `join`.
+   * after `since`, when given), then everyone else in the room hears `join`, unless the room
+   * is over the presence limit: then the welcome lists a sample and the join is only counted.
    */
   #join(member: Member, since: string | undefined): undefined {
     if (this.#members.get(member.socket) !== member) return; // left before it could join
@@ -347,6 +390,7 @@ export class Hub {
     }
     (member.mode === "raw" ? room.raw : room.chat).add(member.socket);
     const joined = this.#presence.join(member.room, member);
+    const small = this.#crowds.changed(member.room);
     if (member.mode === "chat") {
       const { messages, recovered } = this.#history.after(member.room, since);
       this.#queue(member, room, {
@@ -354,13 +398,16 @@ export class Hub {
         id: member.id,
         name: member.name,
         room: member.room,
-        members: this.membersOf(member.room),
+        count: this.#presence.count(member.room),
+        ...(small
+          ? { members: this.membersOf(member.room) }
+          : { members: this.#presence.members(member.room, PRESENCE_SAMPLE), partial: true }),
         history: messages,
         recovered,
       });
     }
     this.#history.occupied(member.room);
-    this.#announce(room, joined, member.socket);
+    if (small) this.#announce(room, joined, member.socket);
     this.#bus?.publish({
       t: "join",
       node: this.node,
@@ -403,13 +450,25 @@ export class Hub {
     }
   }
 
-  /** Announce another hub's presence change here, and keep history's TTL in step with it. */
+  /**
+   * Announce another hub's presence change here (or count it, in a room over the presence
+   * limit), and keep history's TTL in step with it.
+   */
   #remote(roomName: string, change: PresenceChange | undefined): void {
     if (change === undefined) return;
     if (change.type === "join") this.#history.occupied(roomName);
     if (change.type === "leave") this.#markIfEmpty(roomName);
+    const small = change.type === "rename"
+      ? !this.#crowds.has(roomName)
+      : this.#crowds.changed(roomName);
     const room = this.#rooms.get(roomName);
-    if (room) this.#announce(room, change);
+    if (room && small) this.#announce(room, change);
+  }
+
+  /** Queue a presence event for every chat member of a room of this hub, if it has any. */
+  #tell(roomName: string, event: ServerEvent): void {
+    const room = this.#rooms.get(roomName);
+    if (room) this.#announce(room, event);
   }
 
   /** Whether anyone is in `room` or about to be: its history must not expire. */

@@ -23,6 +23,13 @@ export type PresenceChange =
   | { type: "leave"; id: string; name: string }
   | Rename;
 
+/** One page of a room's members, from {@link Presence.page}. */
+export interface MemberPage {
+  members: RemoteMember[];
+  /** The `after` of the next page; null when this one is the last. */
+  next: string | null;
+}
+
 /** A change and the room it happened in. */
 export type RoomChange = [room: string, change: PresenceChange];
 
@@ -85,12 +92,54 @@ export class Presence {
     return { type: "rename", id: member.id, name, oldName };
   }
 
-  /** Members of a room on every hub, as members see them: this hub's first, in join order. */
-  members(room: string): MemberInfo[] {
+  /** Members of `room` on every hub, this hub's included. */
+  count(room: string): number {
+    return (this.#local.get(room)?.size ?? 0) + (this.#remote.get(room)?.size ?? 0);
+  }
+
+  /**
+   * Members of a room on every hub, as members see them: this hub's first, in join order; at
+   * most `max` of them, so a sample of a large room costs no more than the sample.
+   */
+  members(room: string, max = Infinity): MemberInfo[] {
     const out: MemberInfo[] = [];
-    for (const m of this.#local.get(room) ?? []) out.push({ id: m.id, name: m.name });
-    for (const m of this.#remote.get(room)?.values() ?? []) out.push({ id: m.id, name: m.name });
+    for (const m of this.#local.get(room) ?? []) {
+      if (out.length >= max) return out;
+      out.push({ id: m.id, name: m.name });
+    }
+    for (const m of this.#remote.get(room)?.values() ?? []) {
+      if (out.length >= max) return out;
+      out.push({ id: m.id, name: m.name });
+    }
     return out;
+  }
+
+  /** Every room with members on any hub, by room name, with its member count. */
+  counts(): Map<string, number> {
+    const rooms = new Map<string, number>();
+    for (const room of this.#local.keys()) rooms.set(room, this.count(room));
+    for (const room of this.#remote.keys()) rooms.set(room, this.count(room));
+    return new Map([...rooms].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /**
+   * One page of a room's members on every hub, ordered by id, starting after the id `after`.
+   * Members who share an id (one user's two tabs) are never split across pages, so a page may
+   * hold more than `limit` of them; `next` is the id to ask the next page after, null at the end.
+   */
+  page(room: string, after: string | undefined, limit: number): MemberPage {
+    const all: RemoteMember[] = [];
+    for (const m of this.#local.get(room) ?? []) {
+      if (after === undefined || m.id > after) all.push({ id: m.id, name: m.name, mode: m.mode });
+    }
+    for (const m of this.#remote.get(room)?.values() ?? []) {
+      if (after === undefined || m.id > after) all.push({ id: m.id, name: m.name, mode: m.mode });
+    }
+    all.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    let end = Math.min(limit, all.length);
+    while (end > 0 && end < all.length && all[end]!.id === all[end - 1]!.id) end++;
+    const members = all.slice(0, end);
+    return { members, next: end < all.length ? members[members.length - 1]!.id : null };
   }
 
   /** This hub's members by room, as the other hubs learn them. */

@@ -13,6 +13,12 @@ export const MAX_TEXT_LENGTH = 4096;
 /** Longest display name, in characters, after trimming. */
 export const MAX_NAME_LENGTH = 32;
 
+/**
+ * Members a `welcome` lists in a room over the presence limit, as a sample marked `partial`:
+ * enough to show a few names, never the cost of the whole list.
+ */
+export const PRESENCE_SAMPLE = 20;
+
 /** How a connection talks: raw relays frames verbatim, chat speaks `chorus.v1`. */
 export type Mode = "raw" | "chat";
 
@@ -48,11 +54,20 @@ export type ServerEvent =
     id: string;
     name: string;
     room: string;
+    /** Members of the room on every instance, the newcomer and raw clients included. */
+    count: number;
+    /** Every member while `count` is within the presence limit; a sample above it. */
     members: MemberInfo[];
+    /** Present when the room is over the presence limit: `members` is only a sample. */
+    partial?: true;
     history: MessageEvent[];
     recovered: boolean;
   }
   | MessageEvent
+  /** The member count of a room over the presence limit, instead of `join` and `leave`. */
+  | { type: "presence"; count: number }
+  /** A room fell back within the presence limit: the whole list; `join`/`leave` resume. */
+  | { type: "members"; count: number; members: MemberInfo[] }
   | { type: "join"; id: string; name: string }
   | { type: "leave"; id: string; name: string }
   | { type: "rename"; id: string; name: string; oldName: string }

@@ -273,14 +273,34 @@ Deno.test("GET /api/rooms lists rooms with member counts; /api/rooms/members lis
       { id: wa.id, name: "Ada", mode: "chat" },
       { id: rawId, name: "Rawley", mode: "raw" },
     ]);
+    assert.equal(members.count, 2);
+    assert.equal(members.next, null, "one page holds them all");
     assert.deepEqual(await (await client.get("/api/rooms/members?room=/a")).json(), {
       room: "/a",
+      count: 1,
       members: [{ id: wl.id, name: "Lin", mode: "chat" }],
+      next: null,
     });
     assert.deepEqual(await (await client.get("/api/rooms/members?room=/nobody")).json(), {
       room: "/nobody",
+      count: 0,
       members: [],
+      next: null,
     });
+    const first = await (await client.get("/api/rooms/members?room=/b&limit=1")).json();
+    assert.deepEqual([first.count, first.members.length], [2, 1]);
+    assert.equal(first.next, first.members[0].id);
+    const second = await (await client.get(`/api/rooms/members?room=/b&after=${first.next}`))
+      .json();
+    assert.deepEqual([...first.members, ...second.members], members.members);
+    assert.equal(second.next, null);
+    for (const bad of ["0", "10001", "ten", "1.5", ""]) {
+      assert.deepEqual(
+        await failure(await client.get(`/api/rooms/members?room=/b&limit=${bad}`)),
+        [400, "bad_request"],
+        `limit=${bad}`,
+      );
+    }
     assert.deepEqual(await failure(await client.get("/api/rooms/members")), [400, "bad_request"]);
     assert.deepEqual(
       await failure(await client.get("/api/rooms/members?room=nope")),

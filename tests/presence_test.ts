@@ -80,3 +80,38 @@ Deno.test("forgetting a hub returns a leave for each of its members, and only it
   assert.deepEqual(p.members("/a"), [{ id: "3", name: "Three" }]);
   assert.equal(p.remoteMembers, 1);
 });
+
+Deno.test("count and a bounded sample cost no more than asked, on every hub", () => {
+  const p = new Presence();
+  for (let i = 0; i < 5; i++) p.join("/r", member(`l${i}`));
+  for (let i = 0; i < 5; i++) p.remoteJoin("n2", "/r", { id: `r${i}`, name: "R", mode: "raw" });
+  assert.equal(p.count("/r"), 10);
+  assert.equal(p.count("/empty"), 0);
+  assert.deepEqual(p.members("/r", 3).map((m) => m.id), ["l0", "l1", "l2"]);
+  assert.deepEqual(p.members("/r", 7).map((m) => m.id), ["l0", "l1", "l2", "l3", "l4", "r0", "r1"]);
+  p.remoteJoin("n2", "/a", { id: "x", name: "X", mode: "chat" });
+  assert.deepEqual([...p.counts()], [["/a", 1], ["/r", 10]]);
+});
+
+Deno.test("paging by id returns every member exactly once, one user's tabs on one page", () => {
+  const p = new Presence();
+  const ids = ["m", "c", "x", "a", "c", "q", "b"]; // "c" is one user in two tabs
+  ids.forEach((id, i) => i % 2 ? p.join("/r", member(id)) : p.remoteJoin("n", "/r", member(id)));
+  // Two remote members with one id are one entry on the other hub: count what presence holds.
+  const seen: string[] = [];
+  let after: string | undefined;
+  let pages = 0;
+  for (;;) {
+    const page = p.page("/r", after, 2);
+    pages++;
+    seen.push(...page.members.map((m) => m.id));
+    if (page.next === null) break;
+    after = page.next;
+  }
+  assert.deepEqual(seen, [...seen].sort(), "ordered by id");
+  assert.deepEqual(seen.length, p.count("/r"), "every member exactly once");
+  assert.deepEqual(new Set(seen), new Set(ids));
+  assert.ok(pages >= 3, `${pages} pages of at most 2 (plus equal ids)`);
+  assert.deepEqual(p.page("/r", "z", 5), { members: [], next: null });
+  assert.deepEqual(p.page("/none", undefined, 5), { members: [], next: null });
+});
