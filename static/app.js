@@ -5,7 +5,8 @@
  *
  * Events only change `state`; the DOM is updated at most once per animation frame (see
  * {@link render}), so a busy room costs one layout per frame, not one per message, and a hidden
- * tab does no DOM work at all.
+ * tab does no DOM work at all. A room over the server's presence limit (a `welcome` with
+ * `partial`, or a `presence` event) shows its member count instead of the list.
  */
 
 const SUBPROTOCOL = "chorus.v1";
@@ -36,6 +37,8 @@ const LATER_CODES = new Set([1001, 1008, 1013]);
 const BASE = document.querySelector('meta[name="chorus-base"]')?.getAttribute("content") ?? "";
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+/** Member counts with the page language's thousands separators: "1,234". */
+const COUNT_FORMAT = new Intl.NumberFormat(document.documentElement.lang || undefined);
 
 /** @param {string} id @returns {any} */
 const $ = (id) => document.getElementById(id);
@@ -50,6 +53,8 @@ const ui = {
   room: $("room"),
   members: $("members"),
   memberCount: $("member-count"),
+  crowd: $("crowd"),
+  memberTotal: $("member-total"),
   log: $("messages"),
   sendForm: $("send-form"),
   input: $("input"),
@@ -62,7 +67,11 @@ const state = {
   /** @type {string | null} */ myName: null,
   /** @type {Set<string>} every id this tab has had, so old own messages stay marked */
   myIds: new Set(storedOwnIds()),
-  /** @type {Map<string, string>} member id -> name */ members: new Map(),
+  /** @type {Map<string, string>} member id -> name; empty in a large room */ members: new Map(),
+  /** Members of the room on every instance, this page and raw clients included. */
+  count: 0,
+  /** Whether the room is over the presence limit: a count, no list, no join/leave. */
+  large: false,
   /** @type {Set<string>} ids of the last {@link MAX_SEEN_IDS} messages rendered */
   rendered: new Set(),
   /** @type {string | null} */ lastId: null,
@@ -244,9 +253,22 @@ function renderMessage(msg) {
   appendEntry(el, own);
 }
 
-/** Redraw the member list: yourself first, then everyone else by name. */
+/** "1 member", "1,234 members". */
+function membersText(count) {
+  return `${COUNT_FORMAT.format(count)} ${count === 1 ? "member" : "members"}`;
+}
+
+/**
+ * Redraw the member count and list: yourself first, then everyone else by name. A large room
+ * shows its count in words instead of a list.
+ */
 function renderMembers() {
   state.membersChanged = false;
+  ui.memberCount.textContent = COUNT_FORMAT.format(state.count);
+  ui.memberTotal.textContent = membersText(state.count);
+  ui.crowd.hidden = !state.large;
+  ui.members.hidden = state.large;
+  if (state.large) return ui.members.replaceChildren();
   const entries = [...state.members].sort(([a, an], [b, bn]) =>
     Number(b === state.myId) - Number(a === state.myId) || an.localeCompare(bn)
   );
@@ -255,13 +277,50 @@ function renderMembers() {
     li.dataset.id = id;
     return li;
   }));
-  ui.memberCount.textContent = String(state.members.size);
 }
 
 /** Mark the member count or list as changed; it is redrawn on the next frame. */
 function membersChanged() {
   state.membersChanged = true;
   scheduleRender();
+}
+
+/**
+ * Take a room's whole member list (a small room's `welcome`, or `members` when a large room
+ * shrank back to the limit), or only its count when `partial`: then the list is dropped, not
+ * shown as a stale sample.
+ */
+function setMembers(count, members, partial) {
+  state.large = partial;
+  state.members = partial ? new Map() : new Map(members.map((m) => [m.id, m.name]));
+  state.count = Number.isFinite(count) ? count : state.members.size;
+  membersChanged();
+}
+
+/** A large room's new member count (also the sign that a small room became large). */
+function onPresence(ev) {
+  state.large = true;
+  state.members.clear();
+  if (Number.isFinite(ev.count)) state.count = ev.count;
+  membersChanged();
+}
+
+/** Someone joined a small room: list them and say so (not for yourself in another tab). */
+function onJoin(ev) {
+  if (state.large) return;
+  state.members.set(ev.id, ev.name);
+  state.count += 1;
+  membersChanged();
+  if (ev.id !== state.myId) addNotice(`${ev.name} joined.`, "join");
+}
+
+/** Someone left a small room. */
+function onLeave(ev) {
+  if (state.large) return;
+  state.members.delete(ev.id);
+  state.count = Math.max(0, state.count - 1);
+  membersChanged();
+  addNotice(`${ev.name} left.`, "leave");
 }
 
 /** Handle the first event of a connection: identity, members and (missed) history. */
@@ -274,8 +333,7 @@ function onWelcome(ev) {
   state.welcomed = true;
   document.body.dataset.memberId = ev.id;
   setRoom(ev.room);
-  state.members = new Map(ev.members.map((m) => [m.id, m.name]));
-  membersChanged();
+  setMembers(ev.count, ev.members, ev.partial === true);
   if (document.activeElement !== ui.name) ui.name.value = ev.name;
   if (state.everWelcomed) addNotice("Reconnected.");
   if (state.sentSince && !ev.recovered) addNotice("Some messages may be missing.", "warning");
@@ -286,8 +344,10 @@ function onWelcome(ev) {
 
 /** Apply a rename, which may be your own (then it is remembered). */
 function onRename(ev) {
-  state.members.set(ev.id, ev.name);
-  membersChanged();
+  if (!state.large) {
+    state.members.set(ev.id, ev.name);
+    membersChanged();
+  }
   if (ev.id !== state.myId) return addNotice(`${ev.oldName} is now known as ${ev.name}.`, "rename");
   state.myName = ev.name;
   storeName(ev.name);
@@ -303,14 +363,13 @@ function handleEvent(ev) {
     case "message":
       return renderMessage(ev);
     case "join":
-      state.members.set(ev.id, ev.name);
-      membersChanged();
-      if (ev.id !== state.myId) addNotice(`${ev.name} joined.`, "join");
-      return;
+      return onJoin(ev);
     case "leave":
-      state.members.delete(ev.id);
-      membersChanged();
-      return addNotice(`${ev.name} left.`, "leave");
+      return onLeave(ev);
+    case "presence":
+      return onPresence(ev);
+    case "members":
+      return setMembers(ev.count, ev.members, false);
     case "rename":
       return onRename(ev);
     case "error":
