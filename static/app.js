@@ -2,6 +2,11 @@
  * chorus chat page: speaks the `chorus.v1` WebSocket subprotocol with the room named by this
  * page's URL path. All text is rendered with `textContent`; nothing is exposed globally except
  * `document.body.dataset.memberId`, set after every welcome for tests.
+ *
+ * Events only change `state`; the DOM is updated at most once per animation frame (see
+ * {@link render}), so a busy room costs one layout per frame, not one per message, and a hidden
+ * tab does no DOM work at all. A room over the server's presence limit (a `welcome` with
+ * `partial`, or a `presence` event) shows its member count instead of the list.
  */
 
 const SUBPROTOCOL = "chorus.v1";
@@ -13,7 +18,13 @@ const MAX_NAME_LENGTH = 32;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const LATER_MIN_MS = 5_000;
+/** Messages and notices kept in the log; older ones are removed as new ones arrive. */
 const MAX_LOG_ENTRIES = 2000;
+/**
+ * Message ids remembered to skip a message shown before (a reconnect's welcome replays up to
+ * the server's `--history`, at most 10,000); older ids are forgotten so memory stays bounded.
+ */
+const MAX_SEEN_IDS = 10_000;
 const STICKY_PX = 40;
 /** Close codes after which the page stays disconnected (plus 4000–4099). */
 const STOP_CODES = new Set([1000, 1002, 1003, 1007, 1009, 1010]);
@@ -26,6 +37,8 @@ const LATER_CODES = new Set([1001, 1008, 1013]);
 const BASE = document.querySelector('meta[name="chorus-base"]')?.getAttribute("content") ?? "";
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+/** Member counts with the page language's thousands separators: "1,234". */
+const COUNT_FORMAT = new Intl.NumberFormat(document.documentElement.lang || undefined);
 
 /** @param {string} id @returns {any} */
 const $ = (id) => document.getElementById(id);
@@ -40,6 +53,8 @@ const ui = {
   room: $("room"),
   members: $("members"),
   memberCount: $("member-count"),
+  crowd: $("crowd"),
+  memberTotal: $("member-total"),
   log: $("messages"),
   sendForm: $("send-form"),
   input: $("input"),
@@ -52,8 +67,13 @@ const state = {
   /** @type {string | null} */ myName: null,
   /** @type {Set<string>} every id this tab has had, so old own messages stay marked */
   myIds: new Set(storedOwnIds()),
-  /** @type {Map<string, string>} member id -> name */ members: new Map(),
-  /** @type {Set<string>} ids of every message rendered so far */ rendered: new Set(),
+  /** @type {Map<string, string>} member id -> name; empty in a large room */ members: new Map(),
+  /** Members of the room on every instance, this page and raw clients included. */
+  count: 0,
+  /** Whether the room is over the presence limit: a count, no list, no join/leave. */
+  large: false,
+  /** @type {Set<string>} ids of the last {@link MAX_SEEN_IDS} messages rendered */
+  rendered: new Set(),
   /** @type {string | null} */ lastId: null,
   attempt: 0,
   welcomed: false,
@@ -62,6 +82,13 @@ const state = {
   retryAt: 0,
   retryTimer: 0,
   countdownTimer: 0,
+  /** @type {Element[]} log entries not yet in the DOM, oldest first */ pending: [],
+  /** Whether the next render scrolls the log to its end whatever its position. */
+  forceScroll: false,
+  /** Whether the member list or count changed since the last render. */
+  membersChanged: false,
+  /** The requested animation frame of the next render; 0 when none is requested. */
+  frame: 0,
 };
 
 /** Create an element with an optional class name and text content. */
@@ -150,12 +177,43 @@ function setStatus(kind, text) {
   ui.send.disabled = kind !== "open";
 }
 
-/** Append an entry to the log, drop the oldest past the cap, and stay pinned to the end. */
+/** Update the DOM on the next animation frame (once, however many events come before it). */
+function scheduleRender() {
+  if (state.frame === 0) state.frame = requestAnimationFrame(render);
+}
+
+/** Apply what changed since the last frame: the member list, then the new log entries. */
+function render() {
+  state.frame = 0;
+  if (state.membersChanged) renderMembers();
+  if (state.pending.length > 0) flushLog();
+}
+
+/**
+ * Queue an entry for the log; it is added on the next frame. Only the last
+ * {@link MAX_LOG_ENTRIES} queued entries are kept, so a hidden tab (no frames) stays bounded.
+ */
 function appendEntry(el, forceScroll = false) {
+  state.pending.push(el);
+  if (state.pending.length >= 2 * MAX_LOG_ENTRIES) state.pending.splice(0, MAX_LOG_ENTRIES);
+  state.forceScroll ||= forceScroll;
+  scheduleRender();
+}
+
+/**
+ * Add the queued entries to the log at once, drop the oldest past the cap, and stay pinned to
+ * the end if the log was there (or an own message was sent): one layout read per frame.
+ */
+function flushLog() {
+  const entries = state.pending.slice(-MAX_LOG_ENTRIES);
+  state.pending = [];
   const { scrollHeight, scrollTop, clientHeight } = ui.log;
-  const stick = forceScroll || scrollHeight - scrollTop - clientHeight < STICKY_PX;
-  ui.log.append(el);
-  while (ui.log.childElementCount > MAX_LOG_ENTRIES) ui.log.firstElementChild.remove();
+  const stick = state.forceScroll || scrollHeight - scrollTop - clientHeight < STICKY_PX;
+  state.forceScroll = false;
+  ui.log.append(...entries);
+  for (let n = ui.log.childElementCount - MAX_LOG_ENTRIES; n > 0; n--) {
+    ui.log.firstElementChild.remove();
+  }
   if (stick) ui.log.scrollTop = ui.log.scrollHeight;
 }
 
@@ -182,6 +240,9 @@ function renderMessage(msg) {
   const id = String(msg.id);
   if (state.rendered.has(id)) return;
   state.rendered.add(id);
+  if (state.rendered.size >= 2 * MAX_SEEN_IDS) {
+    state.rendered = new Set([...state.rendered].slice(-MAX_SEEN_IDS));
+  }
   state.lastId = id;
   const own = state.myIds.has(msg.from?.id);
   const el = h("div", own ? "message own" : "message");
@@ -192,8 +253,22 @@ function renderMessage(msg) {
   appendEntry(el, own);
 }
 
-/** Redraw the member list: yourself first, then everyone else by name. */
+/** "1 member", "1,234 members". */
+function membersText(count) {
+  return `${COUNT_FORMAT.format(count)} ${count === 1 ? "member" : "members"}`;
+}
+
+/**
+ * Redraw the member count and list: yourself first, then everyone else by name. A large room
+ * shows its count in words instead of a list.
+ */
 function renderMembers() {
+  state.membersChanged = false;
+  ui.memberCount.textContent = COUNT_FORMAT.format(state.count);
+  ui.memberTotal.textContent = membersText(state.count);
+  ui.crowd.hidden = !state.large;
+  ui.members.hidden = state.large;
+  if (state.large) return ui.members.replaceChildren();
   const entries = [...state.members].sort(([a, an], [b, bn]) =>
     Number(b === state.myId) - Number(a === state.myId) || an.localeCompare(bn)
   );
@@ -202,7 +277,50 @@ function renderMembers() {
     li.dataset.id = id;
     return li;
   }));
-  ui.memberCount.textContent = String(state.members.size);
+}
+
+/** Mark the member count or list as changed; it is redrawn on the next frame. */
+function membersChanged() {
+  state.membersChanged = true;
+  scheduleRender();
+}
+
+/**
+ * Take a room's whole member list (a small room's `welcome`, or `members` when a large room
+ * shrank back to the limit), or only its count when `partial`: then the list is dropped, not
+ * shown as a stale sample.
+ */
+function setMembers(count, members, partial) {
+  state.large = partial;
+  state.members = partial ? new Map() : new Map(members.map((m) => [m.id, m.name]));
+  state.count = Number.isFinite(count) ? count : state.members.size;
+  membersChanged();
+}
+
+/** A large room's new member count (also the sign that a small room became large). */
+function onPresence(ev) {
+  state.large = true;
+  state.members.clear();
+  if (Number.isFinite(ev.count)) state.count = ev.count;
+  membersChanged();
+}
+
+/** Someone joined a small room: list them and say so (not for yourself in another tab). */
+function onJoin(ev) {
+  if (state.large) return;
+  state.members.set(ev.id, ev.name);
+  state.count += 1;
+  membersChanged();
+  if (ev.id !== state.myId) addNotice(`${ev.name} joined.`, "join");
+}
+
+/** Someone left a small room. */
+function onLeave(ev) {
+  if (state.large) return;
+  state.members.delete(ev.id);
+  state.count = Math.max(0, state.count - 1);
+  membersChanged();
+  addNotice(`${ev.name} left.`, "leave");
 }
 
 /** Handle the first event of a connection: identity, members and (missed) history. */
@@ -215,8 +333,7 @@ function onWelcome(ev) {
   state.welcomed = true;
   document.body.dataset.memberId = ev.id;
   setRoom(ev.room);
-  state.members = new Map(ev.members.map((m) => [m.id, m.name]));
-  renderMembers();
+  setMembers(ev.count, ev.members, ev.partial === true);
   if (document.activeElement !== ui.name) ui.name.value = ev.name;
   if (state.everWelcomed) addNotice("Reconnected.");
   if (state.sentSince && !ev.recovered) addNotice("Some messages may be missing.", "warning");
@@ -227,8 +344,10 @@ function onWelcome(ev) {
 
 /** Apply a rename, which may be your own (then it is remembered). */
 function onRename(ev) {
-  state.members.set(ev.id, ev.name);
-  renderMembers();
+  if (!state.large) {
+    state.members.set(ev.id, ev.name);
+    membersChanged();
+  }
   if (ev.id !== state.myId) return addNotice(`${ev.oldName} is now known as ${ev.name}.`, "rename");
   state.myName = ev.name;
   storeName(ev.name);
@@ -244,14 +363,13 @@ function handleEvent(ev) {
     case "message":
       return renderMessage(ev);
     case "join":
-      state.members.set(ev.id, ev.name);
-      renderMembers();
-      if (ev.id !== state.myId) addNotice(`${ev.name} joined.`, "join");
-      return;
+      return onJoin(ev);
     case "leave":
-      state.members.delete(ev.id);
-      renderMembers();
-      return addNotice(`${ev.name} left.`, "leave");
+      return onLeave(ev);
+    case "presence":
+      return onPresence(ev);
+    case "members":
+      return setMembers(ev.count, ev.members, false);
     case "rename":
       return onRename(ev);
     case "error":

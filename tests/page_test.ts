@@ -4,14 +4,16 @@
  * The chat page in a real browser: Debian's Chromium, driven by playwright-core, against an
  * in-process server. Two pages in separate browser contexts (separate storage, like two people)
  * and a raw WebSocket client share the room `/lobby`. Every wait is on page state (locators and
- * `waitForFunction`), never a sleep. Where Chromium is missing the test is registered as
- * ignored with the reason in its name.
+ * `waitForFunction`), never a sleep. A third test takes a room over `--presence-limit` and back.
+ * Where Chromium is missing the tests are registered as ignored with the reason in their names.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import type { Browser, BrowserContext, JSHandle, Page } from "playwright-core";
+import type { Browser, BrowserContext, JSHandle, Page, WebSocketRoute } from "playwright-core";
 import { createChorus } from "../mod.ts";
 import {
+  type ChatClient,
+  chatClient,
   type Client,
   EVENT_TIMEOUT_MS,
   rawClient,
@@ -152,6 +154,51 @@ async function expectMessage(page: Page, text: string, from: string, own: boolea
   await waitForValue(page, `message ${JSON.stringify(text)}`, messagesWithText, text, [
     { from, own, textIsPlain: true },
   ]);
+}
+
+/**
+ * What the member sidebar shows, as far as it is visible: the header count, the "N members"
+ * line of a large room, the list's names, and how many list items exist at all (a hidden list
+ * must be empty too, not a stale sample).
+ */
+const memberPanel = () => {
+  const shown = (selector: string) =>
+    (document.querySelector(selector)?.getClientRects().length ?? 0) > 0;
+  const items = [...document.querySelectorAll("#members li")];
+  return {
+    count: document.querySelector("#member-count")?.textContent,
+    total: shown("#member-total") ? document.querySelector("#member-total")?.textContent : null,
+    list: shown("#members") ? items.map((li) => li.textContent) : null,
+    items: items.length,
+  };
+};
+
+/** The texts of the log's notices whose kind is one of the comma-separated `kinds`. */
+const noticesOf = (kinds: string) =>
+  [...document.querySelectorAll<HTMLElement>("#messages .notice")]
+    .filter((n) => kinds.split(",").includes(n.dataset.kind ?? ""))
+    .map((n) => n.textContent);
+
+/** Every log entry's text (a message's text alone), in order. */
+const logTexts = () =>
+  [...document.querySelectorAll("#messages > *")].map((e) =>
+    e.querySelector(".text")?.textContent ?? e.textContent
+  );
+
+/** Count, from now on, every DOM change inside the member sidebar (in `__memberMutations`). */
+function watchMemberPanel(page: Page): Promise<void> {
+  return page.evaluate(() => {
+    Reflect.set(window, "__memberMutations", 0);
+    new MutationObserver((records) => {
+      const seen = Number(Reflect.get(window, "__memberMutations"));
+      Reflect.set(window, "__memberMutations", seen + records.length);
+    }).observe(document.querySelector(".members")!, {
+      subtree: true,
+      childList: true,
+      characterData: true,
+      attributes: true,
+    });
+  });
 }
 
 /** Type `text` into the message box and press Enter. */
@@ -387,6 +434,189 @@ Deno.test({
       } finally {
         await chorus.shutdown();
         await server.shutdown();
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: haveChromium
+    ? "the chat page in a room over --presence-limit: a count, no list, a bounded log, list back"
+    : `the chat page in a large room (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
+  ignore: !haveChromium,
+  async fn(t) {
+    // A room of 4 is large; counts every 0.1 s. Streamed messages must not trip the rate limit.
+    const server = startServer({
+      presenceLimit: 3,
+      presenceInterval: 0.1,
+      rateLimit: 10_000,
+      rateBurst: 10_000,
+    });
+    const clients: Client[] = [];
+    const chat = async (name: string) => {
+      const { client } = await chatClient(server.ws(`/crowd?name=${name}`));
+      clients.push(client);
+      return client;
+    };
+    const raw = async (name: string) => {
+      const client = await rawClient(server.ws(`/crowd?name=${name}`));
+      clients.push(client);
+      return client;
+    };
+    let browser: Browser | undefined;
+    const shots = await Deno.makeTempDir({ prefix: "chorus-page-crowd-" });
+    const step = async (name: string, fn: () => Promise<void>) => {
+      if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
+    };
+    try {
+      const { chromium } = await loadPlaywright();
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      const ada = await openChatPage(browser, "Ada");
+      const lin = await openChatPage(browser, "Lin");
+      const a = ada.page;
+      const b = lin.page;
+      // Lin's socket passes through Playwright untouched, so that a count can be added to it.
+      let linSocket: WebSocketRoute | undefined;
+      await b.routeWebSocket((url) => url.pathname === "/crowd", (ws) => {
+        linSocket = ws;
+        ws.connectToServer();
+      });
+      await b.setViewportSize({ width: 390, height: 844 });
+      let bo: ChatClient | undefined;
+      let cy: Client | undefined;
+
+      await step("within the limit: the list and join notices, as in any room", async () => {
+        await a.goto(`${server.origin}/crowd`);
+        await waitConnected(a);
+        bo = await chat("Bo");
+        cy = await raw("Cy");
+        await waitForValue(a, "Ada's member panel", memberPanel, "", {
+          count: "3",
+          total: null,
+          list: ["Ada", "Bo", "Cy"],
+          items: 3,
+        });
+        await waitForValue(a, "Ada's join notices", noticesOf, "join,leave", [
+          "Bo joined.",
+          "Cy joined.",
+        ]);
+      });
+
+      await step("over the limit: '5 members', no list, no join notices", async () => {
+        await chat("Dee");
+        await raw("Eve");
+        const large = { count: "5", total: "5 members", list: null, items: 0 };
+        await waitForValue(a, "Ada's member panel", memberPanel, "", large);
+        // A page that joins the large room gets a partial welcome: a count, never the sample.
+        await b.goto(`${server.origin}/crowd`);
+        await waitConnected(b);
+        for (const page of [a, b]) {
+          await waitForValue(page, "member panel with Lin", memberPanel, "", {
+            ...large,
+            count: "6",
+            total: "6 members",
+          });
+        }
+        // Any join event for Dee, Eve or Lin came before the count of 6.
+        assert.deepEqual(await a.evaluate(noticesOf, "join,leave"), ["Bo joined.", "Cy joined."]);
+        assert.deepEqual(await b.evaluate(noticesOf, "join,leave"), []);
+      });
+
+      await step("a rename in a large room reaches the renamer; messages carry it", async () => {
+        await a.locator("#name").fill("Ada L");
+        await a.locator("#name").press("Enter");
+        await waitForValue(a, "Ada's rename notice", noticesOf, "rename", [
+          "You are now known as Ada L.",
+        ]);
+        await say(a, "renamed");
+        await expectMessage(b, "renamed", "Ada L", false);
+        assert.deepEqual(await b.evaluate(noticesOf, "rename"), []);
+      });
+
+      await step(
+        "2,100 streamed messages: shown, at most 2,000 log entries, panel untouched",
+        async () => {
+          await Promise.all([watchMemberPanel(a), watchMemberPanel(b)]);
+          const n = 2_100;
+          for (let i = 0; i < n; i++) bo!.say(`s${i}`);
+          // The log keeps its last 2,000 entries: exactly the last 2,000 messages, in order.
+          const kept = Array.from({ length: 2_000 }, (_, i) => `s${n - 2_000 + i}`);
+          for (const page of [a, b]) {
+            await expectMessage(page, `s${n - 1}`, "Bo", false);
+            assert.deepEqual(await page.evaluate(logTexts), kept);
+            // The count did not change, so the sidebar was not redrawn even once.
+            assert.equal(await page.evaluate(() => Reflect.get(window, "__memberMutations")), 0);
+          }
+        },
+      );
+
+      await step("screenshots of the large room, desktop and phone", async () => {
+        for (const [page, file] of [[a, "crowd-desktop.png"], [b, "crowd-phone.png"]] as const) {
+          const path = `${shots}/${file}`;
+          await page.screenshot({ path });
+          const { size } = await Deno.stat(path);
+          assert.ok(size > 0, `${path} is empty`);
+        }
+        if (KEEP_SCREENSHOTS) console.log(`screenshots kept in ${shots}`);
+      });
+
+      await step("counts have thousands separators; 1 is singular", async () => {
+        // Counts added to Lin's socket as if the server had sent them.
+        const cases: [number, string, string][] = [
+          [1234, "1,234", "1,234 members"],
+          [1, "1", "1 member"],
+        ];
+        for (const [count, shown, total] of cases) {
+          linSocket!.send(JSON.stringify({ type: "presence", count }));
+          await waitForValue(b, `Lin's panel at ${count}`, memberPanel, "", {
+            count: shown,
+            total,
+            list: null,
+            items: 0,
+          });
+        }
+      });
+
+      await step(
+        "back within the limit: the whole list, then join/leave notices resume",
+        async () => {
+          await lin.context.close();
+          const closing = clients.filter((c) => c !== bo && c !== cy);
+          await Promise.all(closing.map((c) => c.close()));
+          await waitForValue(a, "Ada's member panel", memberPanel, "", {
+            count: "3",
+            total: null,
+            list: ["Ada L", "Bo", "Cy"],
+            items: 3,
+          });
+          // The first join notices scrolled out with the stream; none came for the crowd's leaves.
+          assert.deepEqual(await a.evaluate(noticesOf, "join,leave"), []);
+          await cy!.close();
+          await chat("Fay");
+          await waitForValue(a, "Ada's member panel", memberPanel, "", {
+            count: "3",
+            total: null,
+            list: ["Ada L", "Bo", "Fay"],
+            items: 3,
+          });
+          await waitForValue(a, "Ada's join and leave notices", noticesOf, "join,leave", [
+            "Cy left.",
+            "Fay joined.",
+          ]);
+        },
+      );
+
+      await step("no script errors or CSP violations", () => {
+        assert.deepEqual([...ada.errors, ...lin.errors], []);
+        return Promise.resolve();
+      });
+    } finally {
+      try {
+        await Promise.all(clients.map((c) => c.close()));
+        await browser?.close();
+      } finally {
+        await server.close();
+        if (!KEEP_SCREENSHOTS) await Deno.remove(shots, { recursive: true });
       }
     }
   },
