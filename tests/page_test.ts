@@ -202,6 +202,24 @@ function watchMemberPanel(page: Page): Promise<void> {
 }
 
 /** Type `text` into the message box and press Enter. */
+/** A step runner that stops the test at the first failed step: later steps build on its state. */
+function stepper(t: Deno.TestContext): (name: string, fn: () => Promise<void>) => Promise<void> {
+  return async (name, fn) => {
+    if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
+  };
+}
+
+/** Screenshot each page to `DIR/NAME.png`, checking each file was written. */
+async function screenshots(dir: string, pages: [Page, string][]): Promise<void> {
+  for (const [page, name] of pages) {
+    const path = `${dir}/${name}.png`;
+    await page.screenshot({ path });
+    const { size } = await Deno.stat(path);
+    assert.ok(size > 0, `${path} is empty`);
+  }
+  if (KEEP_SCREENSHOTS) console.log(`screenshots kept in ${dir}`);
+}
+
 async function say(page: Page, text: string): Promise<void> {
   await page.locator("#input").fill(text);
   await page.locator("#input").press("Enter");
@@ -217,10 +235,7 @@ Deno.test({
     let browser: Browser | undefined;
     let raw: Client | undefined;
     const shots = await Deno.makeTempDir({ prefix: "chorus-page-" });
-    // Stop at the first failed step: later steps build on the earlier ones' state.
-    const step = async (name: string, fn: () => Promise<void>) => {
-      if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
-    };
+    const step = stepper(t);
     try {
       const { chromium } = await loadPlaywright();
       browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -373,15 +388,7 @@ Deno.test({
         assert.equal(await b.evaluate(() => document.activeElement?.id), "input");
       });
 
-      await step("screenshots are written", async () => {
-        for (const [page, file] of [[a, "ada.png"], [b, "lin.png"]] as const) {
-          const path = `${shots}/${file}`;
-          await page.screenshot({ path });
-          const { size } = await Deno.stat(path);
-          assert.ok(size > 0, `${path} is empty`);
-        }
-        if (KEEP_SCREENSHOTS) console.log(`screenshots kept in ${shots}`);
-      });
+      await step("screenshots are written", () => screenshots(shots, [[a, "ada"], [b, "lin"]]));
 
       await step("no script errors or CSP violations", () => {
         assert.deepEqual([...ada.errors, ...lin.errors], []);
@@ -465,9 +472,7 @@ Deno.test({
     };
     let browser: Browser | undefined;
     const shots = await Deno.makeTempDir({ prefix: "chorus-page-crowd-" });
-    const step = async (name: string, fn: () => Promise<void>) => {
-      if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
-    };
+    const step = stepper(t);
     try {
       const { chromium } = await loadPlaywright();
       browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -550,15 +555,10 @@ Deno.test({
         },
       );
 
-      await step("screenshots of the large room, desktop and phone", async () => {
-        for (const [page, file] of [[a, "crowd-desktop.png"], [b, "crowd-phone.png"]] as const) {
-          const path = `${shots}/${file}`;
-          await page.screenshot({ path });
-          const { size } = await Deno.stat(path);
-          assert.ok(size > 0, `${path} is empty`);
-        }
-        if (KEEP_SCREENSHOTS) console.log(`screenshots kept in ${shots}`);
-      });
+      await step(
+        "screenshots of the large room, desktop and phone",
+        () => screenshots(shots, [[a, "crowd-desktop"], [b, "crowd-phone"]]),
+      );
 
       await step("counts have thousands separators; 1 is singular", async () => {
         // Counts added to Lin's socket as if the server had sent them.
