@@ -823,6 +823,30 @@ function allToAll(clients: number, rate: number, mode: Mode): Case["run"] {
   };
 }
 
+/**
+ * chorus' own count of the connections it closed, by reason (`chorus_disconnects_total` at
+ * `/metrics`, except `client`: the client went away), e.g. "idle 4,764" when its heartbeat
+ * dropped clients; [] for the other servers, or when chorus does not answer within 10 s.
+ */
+async function serverDisconnects(ctx: Context): Promise<string[]> {
+  if (ctx.server.kind !== "chorus") return [];
+  try {
+    const res = await withTimeout(
+      fetch(`http://127.0.0.1:${ctx.server.port}/metrics`),
+      10_000,
+      "chorus /metrics",
+    );
+    const text = await res.text();
+    const out: string[] = [];
+    for (const m of text.matchAll(/^chorus_disconnects_total\{reason="(\w+)"\} (\d+)/gm)) {
+      if (m[1] !== "client" && Number(m[2]) > 0) out.push(`${m[1]} ${n0(Number(m[2]))}`);
+    }
+    return out;
+  } catch {
+    return [];
+  }
+}
+
 /** Start `count` idle clients, {@link IDLE_PER_LOADGEN} per load-generator process. */
 function idleLoadgens(
   ctx: Context,
@@ -920,6 +944,7 @@ function idle(count: number, mode: Mode, roomSize: number): Case["run"] {
     const end = await Promise.all(lgs.map((l) => l.send("report")));
     const open = end.reduce((s, x) => s + x.open, 0);
     const connected = answers.reduce((s, x) => s + x.opened, 0);
+    const closedByServer = await serverDisconnects(ctx);
     const w = windowOf(a, b);
     const busy = windowOf(a, c); // until every client was ready
     const errors = [...connectErrors(answers), ...loadgenErrors(end)];
@@ -932,7 +957,10 @@ function idle(count: number, mode: Mode, roomSize: number): Case["run"] {
     if (!settled.quiet) {
       errors.push("the rooms never went quiet: memory read with frames in flight");
     }
-    if (open < connected) errors.push(`${connected - open} connections closed while idle`);
+    if (open < connected) {
+      const why = closedByServer.length ? ` (chorus closed: ${closedByServer.join(", ")})` : "";
+      errors.push(`${connected - open} connections closed while idle${why}`);
+    }
     const welcomes = end.reduce((s, x) => s + x.welcomes, 0);
     const events = end.reduce((s, x) => s + x.events, 0);
     return {
@@ -949,6 +977,7 @@ function idle(count: number, mode: Mode, roomSize: number): Case["run"] {
         ? end.reduce((s, x) => s + x.welcomeBytes, 0) / welcomes / 1024
         : null,
       presencePerClient: mode === "chat" && connected > 0 ? (events - welcomes) / connected : null,
+      closedByServer,
       serverCpuSecPer1k: connected > 0 ? (c.server - a.server) / connected * 1000 : null,
       rssBeforeMiB: before / 1024,
       rssMiB: after.rss / 1024,
@@ -1017,6 +1046,13 @@ function storm(count: number, window: number, mode: Mode): Case["run"] {
     if (!settled.quiet) errors.push("setup: the room never went quiet before the storm");
     const setup = await Promise.all(lgs.map((l) => l.send("report")));
     errors.push(...loadgenErrors(setup).map((e) => `setup: ${e}`));
+    const openBefore = setup.reduce((s, x) => s + x.open, 0);
+    if (openBefore < count) {
+      errors.push(
+        `setup: ${count - openBefore} of ${count} clients were closed before the storm ` +
+          "(they reconnect in it too)",
+      );
+    }
 
     const files = sampleFiles(server.pid);
     const a = await snapshot(server, lgs);
@@ -1037,6 +1073,12 @@ function storm(count: number, window: number, mode: Mode): Case["run"] {
     const quiet = allBack ? await allQuiet(lgs, 1000, 60_000) : null;
     const end = await Promise.all(lgs.map((l) => l.send("report")));
     const mem = await memory(server.pid);
+    const closedByServer = await serverDisconnects(ctx);
+    if (closedByServer.length) {
+      errors.push(
+        `chorus closed connections itself (setup and storm): ${closedByServer.join(", ")}`,
+      );
+    }
 
     if (!allBack) {
       errors.push(
@@ -1070,6 +1112,7 @@ function storm(count: number, window: number, mode: Mode): Case["run"] {
         ? end.reduce((s, x) => s + x.welcomeBytes, 0) / welcomes / 1024
         : null,
       presencePerClient: mode === "chat" ? (events - welcomes) / count : null,
+      closedByServer,
       setupSec,
       rssMiB: mem.rss / 1024,
       peakRssMiB: mem.peak / 1024,
@@ -1396,6 +1439,7 @@ function report(results: Result[], opts: Options): string {
           { title: "server CPU-s per 1k connects", key: "serverCpuSecPer1k", digits: 2 },
           { title: "welcome KiB", key: "welcomeKiB", digits: 1, ratio: false },
           { title: "presence events/client", key: "presencePerClient", ratio: false },
+          { title: "closed by chorus", key: "closedByServer" },
           { title: "RSS before MiB", key: "rssBeforeMiB" },
           { title: "RSS after MiB", key: "rssMiB" },
           loadgen,
@@ -1440,6 +1484,7 @@ function report(results: Result[], opts: Options): string {
           { title: "server files (peak)", key: "peakFiles", ratio: false },
           { title: "welcome KiB", key: "welcomeKiB", digits: 1, ratio: false },
           { title: "presence events/client", key: "presencePerClient", ratio: false },
+          { title: "closed by chorus", key: "closedByServer" },
           { title: "setup s", key: "setupSec", digits: 1 },
           { title: "peak RSS MiB", key: "peakRssMiB" },
           loadgen,
