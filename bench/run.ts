@@ -2,7 +2,7 @@
  * `deno task bench`: chorus against the classic Node `ws` broadcast server, measured in the
  * same run, with load generators in processes of their own (bench/loadgen.mjs).
  *
- *   deno task bench              quick profile, about 3–5 minutes
+ *   deno task bench              quick profile, about 5 minutes (12 while presence is quadratic)
  *   deno task bench --full       larger rooms, ~19k idle connections, 3 runs each (medians)
  *   deno task bench --only idle,storm   issue #12: chat rooms of any size (idle, one room;
  *                                       the reconnect storm)
