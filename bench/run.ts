@@ -701,13 +701,10 @@ async function publisherRoom(
   const connectedAt = performance.now();
   const all = [p0, ...counters];
   // Let presence events (chorus.v1 join storms) drain before anything is measured.
-  const quietMs = room.chat ? 1000 : 500;
-  const settled = await Promise.all(
-    all.map((l) => l.send("settle", { quietMs, timeoutMs: 180_000 }, 190_000)),
-  );
-  const setupSec = (connectedAt - t0 + Math.max(...settled.map((s) => s.busyMs))) / 1000;
+  const settled = await allQuiet(all, room.chat ? 1000 : 500, PHASE_MS);
+  const setupSec = (connectedAt - t0) / 1000 + settled.busySec;
   const failed = connectErrors(opened);
-  if (settled.some((s) => !s.quiet)) failed.push("the room never went quiet after the joins");
+  if (!settled.quiet) failed.push("the room never went quiet after the joins");
   return { p0, counters, all, failed, setupSec };
 }
 
