@@ -16,9 +16,15 @@
  * - Fan-out keeps at most `window` messages in flight: a message is acknowledged once both the
  *   publisher (it is in the room, so it hears its own messages) and the first sampled
  *   subscriber have received it.
+ * - A connection is "ready" once it is open (raw) or has its `welcome` (chorus.v1, found by the
+ *   same type byte, so a counting connection never parses a welcome, however big); `ready`
+ *   waits for every connection to be, and `storm` drops every connection at once, opens a new
+ *   one for each at once (one that fails tries again after a backoff) and times each until it
+ *   is ready.
  *
  * The parent (bench/run.ts) drives it with one JSON command per line on stdin and reads one
- * JSON answer per line on stdout: connect, settle, start, mark, stall, resume, stop, quit.
+ * JSON answer per line on stdout: connect, ready, settle, start, mark, stall, resume, stop,
+ * report, storm, quit.
  * It exits when stdin closes, so it never outlives the bench.
  * @module
  */
@@ -80,9 +86,10 @@ const CLOSED = 2;
 const NL = 10;
 // A counting chorus.v1 connection tells a `message` event from presence events by one byte:
 // every event is JSON.stringify'd with `type` first, so it starts `{"type":"` and byte 9 is
-// the type's first letter; only "message" starts with "m".
+// the type's first letter; only "message" starts with "m", and only "welcome" with "w".
 const TYPE_AT = 9;
 const M = 0x6d;
+const W = 0x77;
 
 /** One client connection and its frame-parser state. */
 class Conn {
@@ -115,6 +122,13 @@ class Conn {
     this.msgs = 0; // deliveries: chat `message` events, or raw messages
     this.closeCode = 0;
     this.gone = false; // closed or errored
+    this.frameLen = 0; // payload bytes of the current frame
+    this.gen = gen; // the generation it belongs to (see `storm`)
+    this.readyAt = 0; // performance.now() when it became ready, or 0
+    this.failed = false; // closed or failed before it was ready
+    this.attempt = 0; // retries before this connection (storm)
+    this.openAt = 0; // performance.now() when its TCP connect began
+    this.tcpMs = -1; // how long the TCP connect took (-1: not connected)
     // SAMPLE / PUB
     this.got = 0; // payloads (messages) parsed
     this.lost = 0;
@@ -142,6 +156,89 @@ let staller = null;
 const errors = new Map(); // reason → count
 function noteError(reason) {
   errors.set(reason, (errors.get(reason) ?? 0) + 1);
+}
+
+// ---------------------------------------------------------------- readiness
+// `storm` replaces every connection with a new one: a new generation. Only the current
+// generation's connections count here, so the old ones can close quietly meanwhile.
+let gen = 0;
+let readyN = 0; // connections of this generation that are ready
+let failedN = 0; // connections of this generation that closed or failed before they were
+let welcomeN = 0; // welcomes received by this generation, and their frames' payload bytes
+let welcomeBytes = 0;
+/** @type {(() => void) | null} called whenever readyN or failedN grows */
+let readyWatch = null;
+// During a storm a connection that fails before it is ready tries again, as the chorus page
+// does (static/app.js): after 500 ms doubling to 30 s, each with jitter between 50 % and 100 %.
+let retrying = false;
+let retries = 0;
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+
+function markReady(c) {
+  if (c.readyAt !== 0 || c.failed || c.gen !== gen) return;
+  c.readyAt = performance.now();
+  readyN++;
+  readyWatch?.();
+}
+
+function markFailed(c) {
+  if (c.readyAt !== 0 || c.failed || c.gen !== gen) return;
+  c.failed = true;
+  if (retrying) {
+    retries++;
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** c.attempt);
+    setTimeout(() => retry(c), base * (0.5 + Math.random() * 0.5));
+    return;
+  }
+  failedN++;
+  readyWatch?.();
+}
+
+/** TCP connects of this generation's attempts so far that took 1 s or more. */
+const slowTcpOf = new Set();
+function slowTcp() {
+  let n = slowTcpOf.size;
+  for (const c of conns) if (c.tcpMs >= 1000 && !slowTcpOf.has(c)) n++;
+  return n;
+}
+
+/** Replace a failed connection with a new attempt, in its place. */
+function retry(c) {
+  if (!retrying || c.gen !== gen) return;
+  if (c.tcpMs >= 1000) slowTcpOf.add(c);
+  const next = new Conn(c.index, c.kind);
+  next.attempt = c.attempt + 1;
+  conns[conns.indexOf(c)] = next;
+  open(next);
+}
+
+function welcomed(c) {
+  if (c.gen !== gen) return;
+  welcomeN++;
+  welcomeBytes += c.frameLen;
+  markReady(c);
+}
+
+/**
+ * Resolve once all `n` connections of this generation are ready or failed, or after
+ * `timeoutMs`, with how many are ready and when the last of them became ready (ms after `t0`).
+ */
+function whenReady(n, t0, timeoutMs) {
+  return new Promise((resolve) => {
+    const finish = () => {
+      readyWatch = null;
+      clearTimeout(timer);
+      let last = 0;
+      for (const c of conns) if (c.readyAt !== 0) last = Math.max(last, c.readyAt - t0);
+      resolve({ ready: readyN, failed: failedN, timedOut: readyN + failedN < n, last });
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    readyWatch = () => {
+      if (readyN + failedN >= n) finish();
+    };
+    readyWatch();
+  });
 }
 
 // ---------------------------------------------------------------- latency histogram
@@ -294,7 +391,8 @@ function onMessage(c, op, data) {
     if (ev.type === "message") {
       c.msgs++;
       onPayloadText(c, ev.text);
-    } else if (ev.type === "error") noteError(`error event ${ev.code}`);
+    } else if (ev.type === "welcome") welcomed(c);
+    else if (ev.type === "error") noteError(`error event ${ev.code}`);
   }
   return lines.length;
 }
@@ -365,6 +463,7 @@ function header(c, buf, p, end) {
   c.fin = (b0 & 0x80) !== 0;
   if (c.op !== 0 && c.op < 0x8) c.msgOp = c.op;
   c.skip = len;
+  if (c.op < 0x8) c.frameLen = len;
   c.keep = c.op >= 0x8 || c.kind !== COUNT;
   if (c.op === 0x1 && cfg.chat && c.kind === COUNT) c.typeIn = TYPE_AT; // a message starts
   return h;
@@ -392,6 +491,7 @@ function feed(c, data, i, end) {
           const at = i + c.typeIn;
           if (at < to) {
             if (data[at] === M) c.msgs++;
+            else if (data[at] === W) welcomed(c);
             c.typeIn = -1;
           } else c.typeIn = at - to;
         }
@@ -401,6 +501,7 @@ function feed(c, data, i, end) {
           const at = nlPos + 1 + TYPE_AT;
           if (at < to) {
             if (data[at] === M) c.msgs++;
+            else if (data[at] === W) welcomed(c);
           } else c.typeIn = at - to;
           nlPos = data.indexOf(NL, nlPos + 1);
         }
@@ -473,6 +574,7 @@ function handshake(c, data, i, end) {
     return -1;
   }
   c.state = OPEN;
+  if (!cfg.chat) markReady(c);
   connected(c, null);
   if (rest.length > 0) feed(c, rest, 0, rest.length);
   return end; // everything of this read was consumed above
@@ -485,12 +587,13 @@ const ON_READ = !("Deno" in globalThis); // Deno's node:net compat: plain 'data'
 /** @type {((c: Conn, err: string | null) => void) | null} */
 let connectedHook = null;
 function connected(c, err) {
-  if (connectedHook) connectedHook(c, err);
+  if (connectedHook && c.attempt === 0) connectedHook(c, err); // retries are not openAll's
 }
 
 /** A connection that did not get through its upgrade; counted once, however it failed. */
 function failHandshake(c, reason) {
   if (c.state !== HANDSHAKE) return;
+  markFailed(c);
   noteError(reason);
   c.state = CLOSED;
   c.gone = true;
@@ -504,6 +607,7 @@ function fail(c, reason) {
 
 function open(c) {
   c.key = randomBytes(16).toString("base64");
+  c.openAt = performance.now();
   const options = {
     host: cfg.host,
     port: cfg.port,
@@ -524,6 +628,7 @@ function open(c) {
   if (!ON_READ) sock.on("data", (d) => feed(c, d, 0, d.length));
   const path = cfg.roomSize > 0 ? `${cfg.path}-${Math.floor(c.index / cfg.roomSize)}` : cfg.path;
   sock.on("connect", () => {
+    c.tcpMs = performance.now() - c.openAt;
     sock.write(
       `GET ${path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\nUpgrade: websocket\r\n` +
         `Connection: Upgrade\r\nSec-WebSocket-Key: ${c.key}\r\nSec-WebSocket-Version: 13\r\n` +
@@ -537,6 +642,7 @@ function open(c) {
     c.gone = true;
   });
   sock.on("close", () => {
+    markFailed(c);
     if (c.state === HANDSHAKE) failHandshake(c, "closed during handshake");
     else if (!quitting && !c.gone && c !== staller) {
       noteError(`closed by server (code ${c.closeCode || 1006})`);
@@ -546,8 +652,8 @@ function open(c) {
   });
 }
 
-/** Open `list` with at most `cfg.concurrency` upgrades in flight; resolve when all are done. */
-function openAll(list) {
+/** Open `list` with at most `concurrency` upgrades in flight; resolve when all are done. */
+function openAll(list, concurrency = cfg.concurrency) {
   return new Promise((resolve) => {
     let next = 0;
     let done = 0;
@@ -562,12 +668,14 @@ function openAll(list) {
         resolve({ opened, failed: done - opened });
       }
     };
-    while (next < list.length && next < cfg.concurrency) open(list[next++]);
+    while (next < list.length && next < concurrency) open(list[next++]);
   });
 }
 
 // ---------------------------------------------------------------- commands
 let quitting = false;
+/** When `connect` (or the last `storm`) started, for `ready`. */
+let connectT0 = 0;
 
 /** What the subscribers (not the publisher) of this process received, and how many are open. */
 function totals() {
@@ -584,7 +692,7 @@ function totals() {
     msgs += c.msgs;
     if (!c.gone) open++;
   }
-  return { subs, open, frames, events, msgs };
+  return { subs, open, frames, events, msgs, ready: readyN, welcomes: welcomeN, welcomeBytes };
 }
 
 function lastFrameWatch() {
@@ -638,6 +746,7 @@ function cpu() {
 const commands = {
   async connect() {
     const t0 = performance.now();
+    connectT0 = t0;
     for (let i = 0; i < cfg.subs; i++) {
       conns.push(new Conn(conns.length, COUNT));
     }
@@ -663,6 +772,59 @@ const commands = {
       opened: first.opened + second.opened,
       failed: first.failed + second.failed,
       ms: performance.now() - t0,
+    };
+  },
+  /**
+   * Wait until every connection is ready (raw: open; chorus.v1: welcomed) or failed, for at
+   * most `timeoutMs`. `lastMs`: when the last one became ready, after `connect` (or `storm`)
+   * started.
+   */
+  async ready({ timeoutMs = 60_000 }) {
+    const r = await whenReady(conns.length, connectT0, timeoutMs);
+    return { ...r, lastMs: r.last, subs: conns.length };
+  },
+  /**
+   * The reconnect storm: drop every connection at once (the socket is destroyed, as in a
+   * network blip or a server restart: no closing handshake), then open a new one for each at
+   * once, with at most `concurrency` upgrades in flight (default: all of them); one that fails
+   * before it is ready tries again after a backoff (see `retry`). Resolves once every client
+   * is ready, or after `timeoutMs`, with each one's time to ready in ms after the drop (null:
+   * not ready) and the number of retries. Errors are counted afresh from the drop.
+   */
+  async storm({ concurrency = conns.length, timeoutMs = 180_000 }) {
+    const t0 = performance.now();
+    connectT0 = t0;
+    gen++;
+    readyN = failedN = 0;
+    welcomeN = welcomeBytes = 0;
+    retries = 0;
+    slowTcpOf.clear();
+    retrying = true;
+    errors.clear(); // from here on, only the storm's
+    for (const c of conns) {
+      c.state = CLOSED; // closes quietly: no error counted, no handshake hook
+      c.gone = true;
+      c.sock?.destroy();
+    }
+    const fresh = conns.map((old) => new Conn(old.index, old.kind));
+
+    conns.splice(0, conns.length, ...fresh);
+    sampledConns.splice(0, sampledConns.length, ...fresh.filter((c) => c.kind === SAMPLE));
+    acker = staller = pub = null;
+    const done = whenReady(fresh.length, t0, timeoutMs);
+    openAll(fresh, concurrency); // done once every first attempt is answered; `done` covers it
+    const r = await done;
+    retrying = false; // at the time limit: no more attempts
+    return {
+      ...r,
+      ms: conns.map((c) => c.readyAt === 0 ? null : Math.round((c.readyAt - t0) * 10) / 10),
+      // When this process had started every first attempt, and how many TCP connects (of
+      // every attempt) took 1 s or more: the kernel resent their SYN, or this process was
+      // too busy to notice sooner.
+      issuedMs: Math.max(...fresh.map((c) => c.openAt)) - t0,
+      slowTcp: slowTcp(),
+      retries,
+      errors: Object.fromEntries(errors),
     };
   },
   settle({ quietMs = 300, timeoutMs = 60_000 }) {

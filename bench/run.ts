@@ -2,8 +2,10 @@
  * `deno task bench`: chorus against the classic Node `ws` broadcast server, measured in the
  * same run, with load generators in processes of their own (bench/loadgen.mjs).
  *
- *   deno task bench              quick profile, about 3–5 minutes
+ *   deno task bench              quick profile, about 5 minutes (12 while presence is quadratic)
  *   deno task bench --full       larger rooms, ~19k idle connections, 3 runs each (medians)
+ *   deno task bench --only idle,storm   issue #12: chat rooms of any size (idle, one room;
+ *                                       the reconnect storm)
  *   deno task bench --help       every flag
  *
  * Prints Markdown tables (each figure with its ratio to `ws`) and writes
@@ -26,11 +28,17 @@ const SUBS_PER_LOADGEN = 500;
 const MAX_COUNTING_LOADGENS = 4;
 /** Idle connections per load-generator process (each needs a file descriptor). */
 const IDLE_PER_LOADGEN = 2500;
-/** Members per room of the idle `chorus.v1` clients. */
+/** Members per room of the idle `chorus.v1` clients in rooms (the other idle case: one room). */
 const IDLE_CHAT_ROOM = 100;
+/**
+ * Time limit of each phase of the idle and storm cases (every client welcomed, the room quiet,
+ * every client back after the storm): a server whose presence is quadratic in the room's size
+ * may need far longer, and the case then reports a timeout with what it got.
+ */
+const PHASE_MS = 180_000;
 /** A load generator above this share of one core may be what limits the figures. */
 const SATURATED = 0.9;
-const GROUPS = ["fanout", "chat", "idle", "stall"] as const;
+const GROUPS = ["fanout", "chat", "idle", "stall", "storm"] as const;
 
 type Group = typeof GROUPS[number];
 /**
@@ -57,6 +65,8 @@ interface Options {
   idle: number;
   stall: number;
   stallSubs: number;
+  storm: number;
+  stormWindow: number;
   chorusDir: string;
   chorusArgs: string[];
   out: string;
@@ -70,7 +80,7 @@ in the same run.
   --full               larger scenarios: 10,000 subscribers, 19,000 idle connections,
                        1,000 subscribers and 20 s in the stall, 10 s windows, 3 runs
   --runs N             runs of each case; tables show medians (quick 1, full 3)
-  --only LIST          scenario groups: fanout, chat, idle, stall (default all)
+  --only LIST          scenario groups: fanout, chat, idle, stall, storm (default all)
   --servers LIST       chorus, ws, deno (naive Deno hub), bare (bare Deno sockets,
                        idle only); default all
   --warmup S           seconds of load before each window (quick 1, full 2)
@@ -82,6 +92,9 @@ in the same run.
   --chat-rate N        messages per second each chat client sends (default 2)
   --idle N             idle connections (quick 10000, full 19000)
   --stall S            seconds the stalled reader stops reading (quick 10, full 20)
+  --storm N            clients in the reconnect storm's one room (default 10000)
+  --storm-window N     reconnects in flight per load generator in the storm (default 0:
+                       all at once)
   --chorus-dir DIR     the chorus checkout to run (default this one), e.g. a git worktree
                        of an older commit, to measure what a change bought
   --chorus-args=ARGS   extra chorus flags, space-separated: --chorus-args="--workers 2"
@@ -106,6 +119,8 @@ function parseOptions(args: string[]): Options {
       "chat-rate": { type: "string" },
       idle: { type: "string" },
       stall: { type: "string" },
+      storm: { type: "string" },
+      "storm-window": { type: "string" },
       "chorus-dir": { type: "string" },
       "chorus-args": { type: "string" },
       out: { type: "string" },
@@ -159,6 +174,8 @@ function parseOptions(args: string[]): Options {
     idle: Math.round(num("idle", values.idle, full ? 19000 : 10000, 1, 19500)),
     stall: num("stall", values.stall, full ? 20 : 10, 1, 120),
     stallSubs: full ? 1000 : 100,
+    storm: Math.round(num("storm", values.storm, 10000, 1, 19000)),
+    stormWindow: Math.round(num("storm-window", values["storm-window"], 0, 0, 19000)),
     chorusDir: (values["chorus-dir"] ?? ROOT).replace(/\/?$/, "/"),
     chorusArgs: values["chorus-args"]?.trim().split(/\s+/).filter((w) => w !== "") ?? [],
     out: values.out ?? `${BENCH}results/latest.json`,
@@ -384,6 +401,8 @@ type Answer = any;
 interface LoadgenConfig {
   port: number;
   path: string;
+  /** When above 0, connection i joins `${path}-${floor(i / roomSize)}`. */
+  roomSize?: number;
   chat: boolean;
   localAddress?: string;
   subs: number;
@@ -595,6 +614,8 @@ interface Case {
   scenario: string;
   server: ServerKind;
   mode: Mode;
+  /** Tells two cases of one server and mode apart (the idle `chorus.v1` room sizes). */
+  variant?: string;
   run: (ctx: Context) => Promise<Metrics>;
 }
 
@@ -680,13 +701,10 @@ async function publisherRoom(
   const connectedAt = performance.now();
   const all = [p0, ...counters];
   // Let presence events (chorus.v1 join storms) drain before anything is measured.
-  const quietMs = room.chat ? 1000 : 500;
-  const settled = await Promise.all(
-    all.map((l) => l.send("settle", { quietMs, timeoutMs: 180_000 }, 190_000)),
-  );
-  const setupSec = (connectedAt - t0 + Math.max(...settled.map((s) => s.busyMs))) / 1000;
+  const settled = await allQuiet(all, room.chat ? 1000 : 500, PHASE_MS);
+  const setupSec = (connectedAt - t0) / 1000 + settled.busySec;
   const failed = connectErrors(opened);
-  if (settled.some((s) => !s.quiet)) failed.push("the room never went quiet after the joins");
+  if (!settled.quiet) failed.push("the room never went quiet after the joins");
   return { p0, counters, all, failed, setupSec };
 }
 
@@ -803,62 +821,303 @@ function allToAll(clients: number, rate: number, mode: Mode): Case["run"] {
 }
 
 /**
- * Idle connections: server memory per connection, and how fast they connect. Raw clients share
- * one room; `chorus.v1` clients join rooms of {@link IDLE_CHAT_ROOM} (in one room of 10,000 every
- * join would reach every member: 50 million presence events).
+ * chorus' own count of the connections it closed, by reason (`chorus_disconnects_total` at
+ * `/metrics`, except `client`: the client went away), e.g. "idle 4,764" when its heartbeat
+ * dropped clients; [] for the other servers, or when chorus does not answer within 10 s.
  */
-function idle(count: number, mode: Mode): Case["run"] {
+async function serverDisconnects(ctx: Context): Promise<string[]> {
+  if (ctx.server.kind !== "chorus") return [];
+  try {
+    const res = await withTimeout(
+      fetch(`http://127.0.0.1:${ctx.server.port}/metrics`),
+      10_000,
+      "chorus /metrics",
+    );
+    const text = await res.text();
+    const out: string[] = [];
+    for (const m of text.matchAll(/^chorus_disconnects_total\{reason="(\w+)"\} (\d+)/gm)) {
+      if (m[1] !== "client" && Number(m[2]) > 0) out.push(`${m[1]} ${n0(Number(m[2]))}`);
+    }
+    return out;
+  } catch {
+    return [];
+  }
+}
+
+/** Start `count` idle clients, {@link IDLE_PER_LOADGEN} per load-generator process. */
+function idleLoadgens(
+  ctx: Context,
+  count: number,
+  mode: Mode,
+  path: string,
+  roomSize: number,
+  deadlineMs = 600_000,
+): Loadgen[] {
+  const procs = Math.max(1, Math.ceil(count / IDLE_PER_LOADGEN));
+  return startLoadgens(
+    ctx,
+    split(count, procs).map((n, k) => ({
+      port: ctx.server.port,
+      path: roomSize > 0 ? `${path}-${k}` : path,
+      roomSize,
+      chat: mode === "chat",
+      size: 64,
+      window: 0,
+      publisher: false,
+      subs: n,
+      sampled: 0,
+      concurrency: 64,
+      deadlineMs,
+    })),
+  );
+}
+
+/**
+ * Wait until every client is ready (raw: open; `chorus.v1`: it has its `welcome`), within
+ * `ms`. `lastSec`: when the last one became ready, after its process started connecting.
+ */
+async function allReady(
+  lgs: Loadgen[],
+  ms: number,
+): Promise<{ ready: number; failed: number; timedOut: boolean; lastSec: number }> {
+  const timeoutMs = Math.max(1000, ms);
+  const answers = await Promise.all(
+    lgs.map((l) => l.send("ready", { timeoutMs }, timeoutMs + 30_000)),
+  );
+  return {
+    ready: answers.reduce((s, a) => s + a.ready, 0),
+    failed: answers.reduce((s, a) => s + a.failed, 0),
+    timedOut: answers.some((a) => a.timedOut),
+    lastSec: Math.max(...answers.map((a) => a.lastMs)) / 1000,
+  };
+}
+
+/**
+ * Wait until no client has received a frame for `quietMs` (presence events drained), within
+ * `ms`. `quietSec`: how long it has been quiet when this returns.
+ */
+async function allQuiet(
+  lgs: Loadgen[],
+  quietMs: number,
+  ms: number,
+): Promise<{ quiet: boolean; busySec: number; quietSec: number }> {
+  const timeoutMs = Math.max(1000, ms);
+  const answers = await Promise.all(
+    lgs.map((l) => l.send("settle", { quietMs, timeoutMs }, timeoutMs + 30_000)),
+  );
+  return {
+    quiet: answers.every((a) => a.quiet),
+    busySec: Math.max(...answers.map((a) => a.busyMs)) / 1000,
+    quietSec: Math.min(...answers.map((a) => a.ms - a.busyMs)) / 1000,
+  };
+}
+
+/**
+ * Idle connections: server memory per connection, and how fast they connect. Raw clients share
+ * one room; `chorus.v1` clients join rooms of `roomSize`, or all one room when it is 0 (issue
+ * #12: there every join reaches every member and every `welcome` lists every member on a
+ * server whose presence is quadratic). A client is ready once open (raw) or once it has its
+ * `welcome` (`chorus.v1`); memory is read 2 s after the last frame any client received (2 s
+ * after the last upgrade when nothing follows it), so the room's presence events are in.
+ */
+function idle(count: number, mode: Mode, roomSize: number): Case["run"] {
   return async (ctx) => {
     const { server } = ctx;
     await sleep(500);
     const before = (await memory(server.pid)).rss;
     const partsBefore = await memoryParts(server.pid);
-    const procs = Math.max(1, Math.ceil(count / IDLE_PER_LOADGEN));
-    const lgs = startLoadgens(
-      ctx,
-      split(count, procs).map((n, k) => ({
-        port: server.port,
-        path: mode === "chat" ? `/idle-${k}` : "/idle",
-        roomSize: mode === "chat" ? IDLE_CHAT_ROOM : 0,
-        chat: mode === "chat",
-        size: 64,
-        window: 0,
-        publisher: false,
-        subs: n,
-        sampled: 0,
-        concurrency: 64,
-      })),
-    );
+    const lgs = idleLoadgens(ctx, count, mode, "/idle", roomSize);
     await Promise.all(lgs.map((l) => l.send("report"))); // started, before the clock does
+    const t0 = performance.now();
     const a = await snapshot(server, lgs);
-    const answers = await connectAll(lgs, 300_000);
+    const answers = await connectAll(lgs, PHASE_MS);
     const b = await snapshot(server, lgs);
-    const w = windowOf(a, b);
-    const connected = answers.reduce((s, x) => s + x.opened, 0);
-    await sleep(2000);
+    const ready = await allReady(lgs, PHASE_MS - (performance.now() - t0));
+    const c = await snapshot(server, lgs);
+    const settled = await allQuiet(lgs, 500, 60_000);
+    await sleep(Math.max(0, 2000 - settled.quietSec * 1000));
     const after = await memory(server.pid);
     const parts = await memoryParts(server.pid);
-    const open = (await Promise.all(lgs.map((l) => l.send("mark")))).reduce(
-      (s, x) => s + x.open,
-      0,
-    );
-    const errors = [...connectErrors(answers), ...loadgenErrors(answers)];
-    if (open < connected) errors.push(`${connected - open} connections closed while idle`);
+    const end = await Promise.all(lgs.map((l) => l.send("report")));
+    const open = end.reduce((s, x) => s + x.open, 0);
+    const connected = answers.reduce((s, x) => s + x.opened, 0);
+    const closedByServer = await serverDisconnects(ctx);
+    const w = windowOf(a, b);
+    const busy = windowOf(a, c); // until every client was ready
+    const errors = [...connectErrors(answers), ...loadgenErrors(end)];
+    if (ready.timedOut) {
+      errors.push(
+        `timeout: ${count - ready.ready - ready.failed} of ${count} clients not ready ` +
+          `(chorus.v1: no welcome) after ${PHASE_MS / 1000} s`,
+      );
+    }
+    if (!settled.quiet) {
+      errors.push("the rooms never went quiet: memory read with frames in flight");
+    }
+    if (open < connected) {
+      const why = closedByServer.length ? ` (chorus closed: ${closedByServer.join(", ")})` : "";
+      errors.push(`${connected - open} connections closed while idle${why}`);
+    }
+    const welcomes = end.reduce((s, x) => s + x.welcomes, 0);
+    const events = end.reduce((s, x) => s + x.events, 0);
     return {
       connections: connected,
       kibPerConn: connected > 0 ? (after.rss - before) / connected : null,
       heapKibPerConn: connected > 0 ? (parts.heap - partsBefore.heap) / connected : null,
       anonKibPerConn: connected > 0 ? (parts.anon - partsBefore.anon) / connected : null,
       connectPerSec: connected / w.seconds,
-      serverCpuSecPer1k: connected > 0 ? (b.server - a.server) / connected * 1000 : null,
+      // Timed out: at most this many per second.
+      readyPerSec: ready.ready / (ready.timedOut ? PHASE_MS / 1000 : ready.lastSec),
+      readyTimeout: ready.timedOut ? 1 : 0,
+      readySec: ready.timedOut ? PHASE_MS / 1000 : ready.lastSec,
+      welcomeKiB: welcomes > 0
+        ? end.reduce((s, x) => s + x.welcomeBytes, 0) / welcomes / 1024
+        : null,
+      presencePerClient: mode === "chat" && connected > 0 ? (events - welcomes) / connected : null,
+      closedByServer,
+      serverCpuSecPer1k: connected > 0 ? (c.server - a.server) / connected * 1000 : null,
       rssBeforeMiB: before / 1024,
       rssMiB: after.rss / 1024,
+      peakRssMiB: after.peak / 1024,
+      serverCpu: busy.serverCpu,
+      loadgenCpu: busy.loadgenCpu,
+      loadgenCpuMax: Math.max(...busy.loadgenCpu),
+      othersCpu: busy.othersCpu,
+      bound: bound(busy, ctx.serverCores),
+      errors,
+      warnings: saturation(busy.loadgenCpu),
+    };
+  };
+}
+
+/**
+ * Sample the number of open files of a process every 500 ms until `stop()`; resolves to the
+ * highest count seen. A server holds at most 20,000 here (the machine's limit), and in a storm
+ * it holds the old sockets it has not closed yet beside the new ones.
+ */
+function sampleFiles(pid: number): { stop: () => Promise<number> } {
+  let running = true;
+  const done = (async () => {
+    let peak = 0;
+    while (running) {
+      const n = Number((await output("sh", ["-c", `ls -U /proc/${pid}/fd | wc -l`])).trim());
+      if (Number.isFinite(n)) peak = Math.max(peak, n);
+      await sleep(500);
+    }
+    return peak;
+  })();
+  return {
+    stop: () => {
+      running = false;
+      return done;
+    },
+  };
+}
+
+/**
+ * The reconnect storm (issue #12): `count` clients in one room, all connected, welcomed and
+ * quiet; then every client drops its socket at once and opens a new one at once (a server
+ * restart, a network blip), `window` upgrades in flight per load generator (0: all of them).
+ * A client whose new connection fails before it is back tries again after a backoff, as the
+ * chorus page does. Times each client until it is back: raw clients on `open`, `chorus.v1`
+ * clients once they have their `welcome`.
+ */
+function storm(count: number, window: number, mode: Mode): Case["run"] {
+  return async (ctx) => {
+    const { server } = ctx;
+    const lgs = idleLoadgens(ctx, count, mode, "/storm", 0, 900_000);
+    const t0 = performance.now();
+    const answers = await connectAll(lgs, PHASE_MS);
+    const ready = await allReady(lgs, PHASE_MS - (performance.now() - t0));
+    const errors = connectErrors(answers);
+    if (ready.timedOut || ready.ready < count) {
+      errors.push(
+        `setup: ${ready.ready} of ${count} clients ready${
+          ready.timedOut ? ` after ${PHASE_MS / 1000} s (timeout)` : ""
+        }; no storm`,
+      );
+      return { setupSec: (performance.now() - t0) / 1000, errors, warnings: [] };
+    }
+    const settled = await allQuiet(lgs, 1000, PHASE_MS - (performance.now() - t0));
+    const setupSec = (performance.now() - t0) / 1000 - settled.quietSec;
+    if (!settled.quiet) errors.push("setup: the room never went quiet before the storm");
+    const setup = await Promise.all(lgs.map((l) => l.send("report")));
+    errors.push(...loadgenErrors(setup).map((e) => `setup: ${e}`));
+    const openBefore = setup.reduce((s, x) => s + x.open, 0);
+    if (openBefore < count) {
+      errors.push(
+        `setup: ${count - openBefore} of ${count} clients were closed before the storm ` +
+          "(they reconnect in it too)",
+      );
+    }
+
+    const files = sampleFiles(server.pid);
+    const a = await snapshot(server, lgs);
+    const storms = await Promise.all(
+      lgs.map((l) =>
+        l.send("storm", {
+          timeoutMs: PHASE_MS,
+          ...(window > 0 ? { concurrency: window } : {}),
+        }, PHASE_MS + 30_000)
+      ),
+    );
+    const b = await snapshot(server, lgs);
+    const peakFiles = await files.stop();
+    const times = storms.flatMap((x) => x.ms as (number | null)[]);
+    const back = times.filter((t): t is number => t !== null).sort((x, y) => x - y);
+    const allBack = back.length === count;
+    // After a timeout the room is still busy: no point waiting for it to go quiet.
+    const quiet = allBack ? await allQuiet(lgs, 1000, 60_000) : null;
+    const end = await Promise.all(lgs.map((l) => l.send("report")));
+    const mem = await memory(server.pid);
+    const closedByServer = await serverDisconnects(ctx);
+    if (closedByServer.length) {
+      errors.push(
+        `chorus closed connections itself (setup and storm): ${closedByServer.join(", ")}`,
+      );
+    }
+
+    if (!allBack) {
+      errors.push(
+        `timeout: ${count - back.length} of ${count} clients not back ` +
+          `(chorus.v1: no welcome) after ${PHASE_MS / 1000} s`,
+      );
+    }
+    if (quiet && !quiet.quiet) errors.push("the room never went quiet within 60 s after the storm");
+    const w = windowOf(a, b);
+    const welcomes = end.reduce((s, x) => s + x.welcomes, 0);
+    const events = end.reduce((s, x) => s + x.events, 0);
+    const nth = (p: number) =>
+      back.length >= count * p ? back[Math.ceil(count * p) - 1]! / 1000 : null;
+    return {
+      clients: count,
+      back: back.length,
+      // Not everyone back: the figure is the time limit, a lower bound.
+      backSec: allBack ? nth(1) : PHASE_MS / 1000,
+      backTimeout: allBack ? 0 : 1,
+      backP50Sec: nth(0.5),
+      backP90Sec: nth(0.9),
+      // From the drop until no client had received a frame for 1 s (less that second).
+      quietSec: quiet?.quiet ? w.seconds + quiet.busySec : null,
+      retries: storms.reduce((s, x) => s + x.retries, 0),
+      serverCpuSec: b.server - a.server,
       serverCpu: w.serverCpu,
+      issuedSec: Math.max(...storms.map((x) => x.issuedMs)) / 1000,
+      slowTcp: storms.reduce((s, x) => s + x.slowTcp, 0),
+      peakFiles,
+      welcomeKiB: welcomes > 0
+        ? end.reduce((s, x) => s + x.welcomeBytes, 0) / welcomes / 1024
+        : null,
+      presencePerClient: mode === "chat" ? (events - welcomes) / count : null,
+      closedByServer,
+      setupSec,
+      rssMiB: mem.rss / 1024,
+      peakRssMiB: mem.peak / 1024,
       loadgenCpu: w.loadgenCpu,
       loadgenCpuMax: Math.max(...w.loadgenCpu),
       othersCpu: w.othersCpu,
       bound: bound(w, ctx.serverCores),
-      errors,
+      errors: [...errors, ...loadgenErrors(end)],
       warnings: saturation(w.loadgenCpu),
     };
   };
@@ -963,10 +1222,16 @@ function cases(opts: Options): Case[] {
       Mode,
     ][])
       .filter(([s, m]) => opts.servers.includes(s) && modes.includes(m));
-  const add = (group: Group, scenario: string, modes: Mode[], run: (m: Mode) => Case["run"]) => {
+  const add = (
+    group: Group,
+    scenario: string,
+    modes: Mode[],
+    run: (m: Mode) => Case["run"],
+    variant?: string,
+  ) => {
     for (const [server, mode] of variants(modes)) {
       if (server === "bare" && group !== "idle") continue; // it relays nothing
-      out.push({ group, scenario, server, mode, run: run(mode) });
+      out.push({ group, scenario, server, mode, run: run(mode), ...(variant ? { variant } : {}) });
     }
   };
   if (opts.only.includes("fanout")) {
@@ -982,11 +1247,21 @@ function cases(opts: Options): Case[] {
     add("chat", scenario, ["raw", "chat"], (m) => allToAll(opts.chatClients, opts.chatRate, m));
   }
   if (opts.only.includes("idle")) {
-    add("idle", `idle · ${n0(opts.idle)} connections`, ["raw", "chat"], (m) => idle(opts.idle, m));
+    // Raw clients in one room; chorus.v1 clients in rooms of 100, then all in one room.
+    const scenario = `idle · ${n0(opts.idle)} connections`;
+    add("idle", scenario, ["raw"], (m) => idle(opts.idle, m, 0));
+    const rooms = `rooms of ${IDLE_CHAT_ROOM}`;
+    add("idle", scenario, ["chat"], (m) => idle(opts.idle, m, IDLE_CHAT_ROOM), rooms);
+    add("idle", scenario, ["chat"], (m) => idle(opts.idle, m, 0), "one room");
   }
   if (opts.only.includes("stall")) {
     const scenario = `stalled reader · ${n0(opts.stallSubs)} subs · 4 KiB · ${opts.stall} s`;
     add("stall", scenario, ["raw", "chat"], (m) => stall(opts.stallSubs, opts.stall, m));
+  }
+  if (opts.only.includes("storm")) {
+    const window = opts.stormWindow ? ` · ${opts.stormWindow} in flight per loadgen` : "";
+    const scenario = `reconnect storm · ${n0(opts.storm)} clients · one room${window}`;
+    add("storm", scenario, ["raw", "chat"], (m) => storm(opts.storm, opts.stormWindow, m));
   }
   return out;
 }
@@ -998,6 +1273,7 @@ interface Result {
   scenario: string;
   server: ServerKind;
   mode: Mode;
+  variant?: string;
   median: Metrics;
   runs: Metrics[];
 }
@@ -1040,10 +1316,11 @@ function fmt(v: number | null, digits = 0): string {
   });
 }
 
-function serverLabel(r: { server: ServerKind; mode: Mode }): string {
+function serverLabel(r: { server: ServerKind; mode: Mode; variant?: string }): string {
   if (r.server === "bare") return "bare Deno sockets";
   if (r.server !== "chorus") return r.server === "ws" ? "ws" : "naive Deno";
-  return r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw";
+  const label = r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw";
+  return r.variant ? `${label} · ${r.variant}` : label;
 }
 
 interface Column {
@@ -1053,8 +1330,16 @@ interface Column {
   pct?: boolean;
   /** False where a ratio to ws means nothing (inputs, the load generators, the host). */
   ratio?: boolean;
-  /** Show only the ratio to this server's row instead of the figure and its ratio to ws. */
-  vs?: ServerKind;
+  /**
+   * Show only the ratio to this server's row (in that mode, when given) instead of the figure
+   * and its ratio to ws.
+   */
+  vs?: { server: ServerKind; mode?: Mode };
+  /**
+   * The figure is only a bound where this key is 1 (a phase hit its time limit): shown with
+   * this sign, e.g. "≥ 180 (timeout)".
+   */
+  bound?: { flag: string; sign: "≥" | "≤" };
 }
 
 /** One row per server of each scenario; other servers' figures carry their ratio to ws. */
@@ -1063,8 +1348,10 @@ function table(results: Result[], columns: Column[]): string {
   const rows: string[][] = [];
   let last = "";
   for (const r of results) {
-    const row = (kind: ServerKind) =>
-      results.find((x) => x.scenario === r.scenario && x.server === kind);
+    const row = (kind: ServerKind, mode?: Mode) =>
+      results.find((x) =>
+        x.scenario === r.scenario && x.server === kind && (mode === undefined || x.mode === mode)
+      );
     const ws = row("ws");
     const cells = columns.map((c) => {
       const raw = r.median[c.key];
@@ -1072,14 +1359,17 @@ function table(results: Result[], columns: Column[]): string {
         return raw.length ? raw.map((v) => typeof v === "number" ? pct(v) : v).join(" · ") : "–";
       }
       const v = numberOf(r.median, c.key);
-      if (c.vs) {
-        const other = row(c.vs);
+      const bounded = (x: Result) => c.bound && (numberOf(x.median, c.bound.flag) ?? 0) >= 0.5;
+      const sign = bounded(r) ? `${c.bound!.sign} ` : "";
+      const ratio = (other: Result | undefined) => {
         const base = other && other !== r ? numberOf(other.median, c.key) : null;
-        return v === null || !base ? "–" : `${(v / base).toFixed(2)}×`;
-      }
+        return v === null || !base || bounded(other!) ? null : `${sign}${(v / base).toFixed(2)}×`;
+      };
+      if (c.vs) return ratio(row(c.vs.server, c.vs.mode)) ?? "–";
       const shown = c.pct ? (v === null ? "–" : pct(v)) : fmt(v, c.digits);
-      const base = ws && ws !== r && c.ratio !== false ? numberOf(ws.median, c.key) : null;
-      return v === null || !base ? shown : `${shown} (${(v / base).toFixed(2)}×)`;
+      const vsWs = c.ratio !== false ? ratio(ws) : null;
+      const figure = v === null ? shown : `${sign}${shown}${sign ? " (timeout)" : ""}`;
+      return vsWs === null ? figure : `${figure} (${vsWs})`;
     });
     rows.push([r.scenario === last ? "" : r.scenario, serverLabel(r), ...cells]);
     last = r.scenario;
@@ -1094,6 +1384,9 @@ function report(results: Result[], opts: Options): string {
   const loadgen: Column = { title: "loadgen CPU", key: "loadgenCpu" };
   const others: Column = { title: "others' CPU", key: "othersCpu", pct: true, ratio: false };
   const serverCpu: Column = { title: "server CPU", key: "serverCpu", pct: true };
+  const chorusRaw = { server: "chorus", mode: "raw" } as const;
+  const readyBound = { flag: "readyTimeout", sign: "≤" } as const;
+  const backBound = { flag: "backTimeout", sign: "≥" } as const;
   if (of("fanout").length) {
     parts.push(
       `**Fan-out**: one publisher, ${opts.window} messages in flight; chorus.v1 counts events\n\n` +
@@ -1127,16 +1420,23 @@ function report(results: Result[], opts: Options): string {
   }
   if (of("idle").length) {
     parts.push(
-      "**Idle connections**: one room; `chorus.v1` in rooms of 100; memory = (RSS after − RSS " +
-        "before) / connections\n\n" +
+      `**Idle connections**: raw in one room; \`chorus.v1\` in rooms of ${IDLE_CHAT_ROOM} and in ` +
+        "one room; memory = (RSS after − RSS before) / connections; ready = open (raw) or " +
+        "welcomed (`chorus.v1`)\n\n" +
         table(of("idle"), [
           { title: "connected", key: "connections", ratio: false },
           { title: "KiB/conn", key: "kibPerConn", digits: 1 },
-          { title: "KiB/conn vs naive Deno", key: "kibPerConn", vs: "deno" },
+          { title: "KiB/conn vs naive Deno", key: "kibPerConn", vs: { server: "deno" } },
+          { title: "vs chorus raw", key: "kibPerConn", vs: chorusRaw },
           { title: "of it malloc heap", key: "heapKibPerConn", digits: 1, ratio: false },
           { title: "other anonymous", key: "anonKibPerConn", digits: 1, ratio: false },
           { title: "connects/s", key: "connectPerSec" },
+          { title: "ready/s", key: "readyPerSec", bound: readyBound },
+          { title: "vs chorus raw", key: "readyPerSec", vs: chorusRaw, bound: readyBound },
           { title: "server CPU-s per 1k connects", key: "serverCpuSecPer1k", digits: 2 },
+          { title: "welcome KiB", key: "welcomeKiB", digits: 1, ratio: false },
+          { title: "presence events/client", key: "presencePerClient", ratio: false },
+          { title: "closed by chorus", key: "closedByServer" },
           { title: "RSS before MiB", key: "rssBeforeMiB" },
           { title: "RSS after MiB", key: "rssMiB" },
           loadgen,
@@ -1163,7 +1463,94 @@ function report(results: Result[], opts: Options): string {
         ).join("\n"),
     );
   }
+  if (of("storm").length) {
+    parts.push(
+      "**Reconnect storm**: every client of one room drops and reconnects at once; back = open " +
+        "(raw) or welcomed (`chorus.v1`), in seconds after the drop\n\n" +
+        table(of("storm"), [
+          { title: "back", key: "back", ratio: false },
+          { title: "all back s", key: "backSec", digits: 2, bound: backBound },
+          { title: "vs chorus raw", key: "backSec", vs: chorusRaw, bound: backBound },
+          { title: "p50 s", key: "backP50Sec", digits: 2 },
+          { title: "p90 s", key: "backP90Sec", digits: 2 },
+          { title: "room quiet s", key: "quietSec", digits: 1 },
+          { title: "retries", key: "retries", ratio: false },
+          { title: "server CPU-s", key: "serverCpuSec", digits: 1 },
+          { title: "reconnects issued s", key: "issuedSec", digits: 2 },
+          { title: "TCP connects ≥ 1 s", key: "slowTcp", ratio: false },
+          { title: "server files (peak)", key: "peakFiles", ratio: false },
+          { title: "welcome KiB", key: "welcomeKiB", digits: 1, ratio: false },
+          { title: "presence events/client", key: "presencePerClient", ratio: false },
+          { title: "closed by chorus", key: "closedByServer" },
+          { title: "setup s", key: "setupSec", digits: 1 },
+          { title: "peak RSS MiB", key: "peakRssMiB" },
+          loadgen,
+          others,
+        ]),
+    );
+  }
+  const targets = issue12(results);
+  if (targets.length) parts.push(targets.join("\n"));
   return parts.join("\n\n");
+}
+
+/**
+ * Issue #12 ("rooms of any size") targets, `chorus.v1` against chorus raw in the same run:
+ * idle in one room, memory per connection ≤ 1.5× and connect rate (until welcomed) ≥ 0.8×;
+ * reconnect storm, time until every client is back ≤ 2×.
+ */
+const ISSUE_12 = [
+  {
+    what: "idle, one room, memory per connection",
+    group: "idle",
+    variant: "one room",
+    key: "kibPerConn",
+    target: 1.5,
+    atMost: true,
+  },
+  {
+    what: "idle, one room, connect rate (until welcomed)",
+    group: "idle",
+    variant: "one room",
+    key: "readyPerSec",
+    flag: "readyTimeout",
+    target: 0.8,
+    atMost: false,
+  },
+  {
+    what: "reconnect storm, until every client is back",
+    group: "storm",
+    key: "backSec",
+    flag: "backTimeout",
+    target: 2,
+    atMost: true,
+  },
+] as const;
+
+/** One line per target of {@link ISSUE_12} whose two rows this run has. */
+function issue12(results: Result[]): string[] {
+  const find = (group: Group, mode: Mode, variant?: string) =>
+    results.find((r) =>
+      r.group === group && r.server === "chorus" && r.mode === mode && r.variant === variant
+    );
+  const lines = ISSUE_12.flatMap((t) => {
+    const chat = find(t.group, "chat", "variant" in t ? t.variant : undefined);
+    const raw = find(t.group, "raw");
+    const v = chat && numberOf(chat.median, t.key);
+    const base = raw && numberOf(raw.median, t.key);
+    if (!v || !base) return [];
+    // A figure that hit a time limit is a bound: it still decides a target it misses.
+    const bounded = "flag" in t && (numberOf(chat.median, t.flag) ?? 0) >= 0.5;
+    const ratio = v / base;
+    const met = t.atMost ? ratio <= t.target : ratio >= t.target;
+    const verdict = bounded && met ? "unknown (timeout)" : met ? "met" : "not met";
+    const sign = bounded ? (t.atMost ? "≥ " : "≤ ") : "";
+    const goal = `${t.atMost ? "≤" : "≥"} ${t.target}×`;
+    return [`- ${t.what}: ${sign}${ratio.toFixed(2)}× chorus raw (target ${goal}): ${verdict}`];
+  });
+  return lines.length
+    ? ["**Issue #12 targets** (`chorus.v1` against chorus raw):", "", ...lines]
+    : [];
 }
 
 // ------------------------------------------------------------------------------ main
@@ -1230,10 +1617,19 @@ function progress(m: Metrics): string {
   const v = (k: string, digits = 0) => fmt(numberOf(m, k), digits);
   const cpu = (k: string) => numberOf(m, k) === null ? "–" : pct(numberOf(m, k)!);
   const lg = Array.isArray(m.loadgenCpu) ? `, loadgen max ${cpu("loadgenCpuMax")}` : "";
+  if (m.backSec !== undefined) {
+    const timedOut = numberOf(m, "backTimeout") ? " (timeout)" : "";
+    return `${v("back")} of ${v("clients")} back in ${v("backSec", 2)} s${timedOut}, p50 ${
+      v("backP50Sec", 2)
+    } s, ${v("retries")} retries, ${v("slowTcp")} TCP connects ≥ 1 s, server files peak ${
+      v("peakFiles")
+    }, setup ${v("setupSec", 1)} s${lg}`;
+  }
   if (m.kibPerConn !== undefined) {
+    const timedOut = numberOf(m, "readyTimeout") ? " (timeout)" : "";
     return `${v("connections")} connected, ${v("kibPerConn", 1)} KiB/conn, ${
       v("connectPerSec")
-    } connects/s${lg}`;
+    } connects/s, ${v("readyPerSec")} ready/s${timedOut}${lg}`;
   }
   if (m.deliveriesPerSec === undefined) return "no figures";
   return `${v("deliveriesPerSec")} deliveries/s, p99 ${v("p99", 1)} ms, server ${
@@ -1296,6 +1692,7 @@ async function main(): Promise<void> {
     scenario: c.scenario,
     server: c.server,
     mode: c.mode,
+    ...(c.variant ? { variant: c.variant } : {}),
     median: medianOf(runs.get(c)!),
     runs: runs.get(c)!,
   }));
