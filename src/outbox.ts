@@ -24,8 +24,13 @@ export const SLOW_CONSUMER_HARD_FACTOR = 4;
  * That buffer was most of the memory of a large `chorus.v1` room: a member's largest frame is
  * usually its `welcome`, which lists every member of the room (195 KB at 5,000 members), so a
  * room of 5,000 held about 490 MB of such buffers for as long as its members stayed, and 4 KiB
- * messages batched 32 to a frame kept 135 KB per socket more (docs/performance.md, "Issue #12:
- * fan-out memory under load"). With it on, a socket's buffer stays under about 1 KiB.
+ * messages batched 32 to a frame grew every member's buffer to 132 KB. With it on, a socket's
+ * buffer stays under about 1 KiB. The price, measured on this project's machines, is CPU for
+ * frames over 1 KiB outside large rooms: raw fan-out of 4 KiB messages to 1,000 subscribers made
+ * 45 % fewer deliveries per CPU-second, `chorus.v1` fan-out of them to 100 subscribers 20 %
+ * fewer, while `chorus.v1` fan-out to 5,000 made as many or more. An operator whose traffic is
+ * mostly such frames, in small rooms, can set the variable empty. The measurements are in
+ * docs/performance.md, "Issue #12: fan-out memory under load".
  */
 export const VECTORED_WRITES_ENV = "DENO_USE_WRITEV";
 
