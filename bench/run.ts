@@ -36,6 +36,8 @@ const IDLE_CHAT_ROOM = 100;
  * may need far longer, and the case then reports a timeout with what it got.
  */
 const PHASE_MS = 180_000;
+/** How often the fan-out reads the server's RSS while the publisher floods, in ms. */
+const RSS_SAMPLE_MS = 100;
 /** A load generator above this share of one core may be what limits the figures. */
 const SATURATED = 0.9;
 const GROUPS = ["fanout", "chat", "idle", "stall", "storm"] as const;
@@ -724,14 +726,18 @@ function fanout(subs: number, size: number, mode: Mode): Case["run"] {
       subs,
       false,
     );
+    const joined = (await memory(server.pid)).rss;
     await p0.send("start");
+    const flood = rssSampler(server.pid);
     await sleep(opts.warmup * 1000);
     const a = await snapshot(server, all, "begin");
     await sleep(opts.measure * 1000);
     const b = await snapshot(server, all, "end");
     const mem = await memory(server.pid);
     const stop = await p0.send("stop", { drainMs: 10_000 }, 30_000);
+    const floodPeak = await flood.stop();
     const { reports, errors: counted } = await countingCheck(counters, stop.sent);
+    const peak = (await memory(server.pid)).peak; // the whole case: joins, flood and drain
     const w = windowOf(a, b);
     return {
       deliveriesPerSec: w.deliveriesPerSec,
@@ -741,7 +747,9 @@ function fanout(subs: number, size: number, mode: Mode): Case["run"] {
       serverCpu: w.serverCpu,
       deliveriesPerCpuSec: w.serverCpu > 0 ? w.deliveriesPerSec / w.serverCpu : null,
       rssMiB: mem.rss / 1024,
-      peakRssMiB: mem.peak / 1024,
+      peakRssMiB: peak / 1024,
+      joinedRssMiB: joined / 1024,
+      floodPeakRssMiB: Math.max(floodPeak, mem.rss) / 1024,
       setupSec,
       loadgenCpu: w.loadgenCpu,
       loadgenCpuMax: Math.max(...w.loadgenCpu),
@@ -756,6 +764,30 @@ function fanout(subs: number, size: number, mode: Mode): Case["run"] {
       ],
       warnings: [...saturation(w.loadgenCpu), ...churn(w)],
     };
+  };
+}
+
+/**
+ * The highest RSS (KiB) of a process from now until `stop()`, read every
+ * {@link RSS_SAMPLE_MS}: the peak of the flood alone, which VmHWM cannot give once the joins
+ * (a `chorus.v1` join storm) have set a peak of their own.
+ */
+function rssSampler(pid: number): { stop(): Promise<number> } {
+  let peak = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const rss = (await memory(pid)).rss;
+      if (Number.isFinite(rss)) peak = Math.max(peak, rss);
+      await sleep(RSS_SAMPLE_MS);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return peak;
+    },
   };
 }
 
@@ -1397,6 +1429,9 @@ function report(results: Result[], opts: Options): string {
           serverCpu,
           { title: "deliveries/CPU-s", key: "deliveriesPerCpuSec" },
           { title: "RSS MiB", key: "rssMiB" },
+          { title: "RSS after joins MiB", key: "joinedRssMiB" },
+          { title: "flood peak RSS MiB", key: "floodPeakRssMiB" },
+          { title: "peak RSS (VmHWM) MiB", key: "peakRssMiB" },
           { title: "setup s", key: "setupSec", digits: 1 },
           loadgen,
           others,

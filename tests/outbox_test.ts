@@ -1,9 +1,12 @@
-/** The outbox without sockets: batching, frames of one's own, slow and broken peers. */
+/**
+ * The outbox without sockets (batching, frames of one's own, slow and broken peers), and over
+ * real sockets the write path it asks Deno for.
+ */
 import assert from "node:assert/strict";
 import { Metrics } from "../src/metrics.ts";
-import { Outbox, SLOW_CONSUMER_HARD_FACTOR } from "../src/outbox.ts";
+import { Outbox, SLOW_CONSUMER_HARD_FACTOR, VECTORED_WRITES_ENV } from "../src/outbox.ts";
 import type { Peer } from "../src/transport.ts";
-import { Inbox } from "./helpers.ts";
+import { DENO, Inbox, killIfRunning, PROCESS_TIMEOUT_MS, ROOT, within } from "./helpers.ts";
 import { StubPeer } from "./stub_peer.ts";
 
 function outbox(maxBufferedBytes = 1000) {
@@ -122,4 +125,72 @@ Deno.test("a flush asked for from inside a flush is left to the next one: nothin
   box.flush();
   assert.equal(other.sent.length, 2);
   box.dispose();
+});
+
+/**
+ * What a server-side socket keeps of the frames it was sent, measured in a child process: each
+ * of `sockets` clients is sent one frame of 1 MiB, one after the other.
+ */
+async function keptAfterLargeFrames(mode: "unset" | "off", sockets: number) {
+  const child = new Deno.Command(DENO, {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      `--allow-env=${VECTORED_WRITES_ENV}`,
+      "tests/fixtures/write_buffers.ts",
+      mode,
+      String(sockets),
+      String(2 ** 20),
+    ],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const clients: WebSocket[] = [];
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  const nextLine = async (what: string) => {
+    while (!out.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the child ended before ${what}; stdout=${out}`);
+      out += value;
+    }
+    const line = out.slice(0, out.indexOf("\n"));
+    out = out.slice(line.length + 1);
+    return line;
+  };
+  try {
+    const next = async (what: string) =>
+      JSON.parse(await within(nextLine(what), what, PROCESS_TIMEOUT_MS));
+    const { port } = await next("the child's port");
+    for (let i = 0; i < sockets; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+      ws.onmessage = () => ws.send("ok");
+      clients.push(ws);
+    }
+    const result: { env: string | null; growthMiB: number } = await next("the measurement");
+    assert.equal((await child.status).code, 0);
+    return result;
+  } finally {
+    killIfRunning(child);
+    await reader.cancel();
+    await Promise.all(clients.map((ws) => {
+      if (ws.readyState === WebSocket.CLOSED) return;
+      const closed = new Promise((resolve) => ws.addEventListener("close", resolve));
+      ws.close();
+      return closed;
+    }));
+  }
+}
+
+Deno.test("an outbox turns on vectored writes: a socket keeps no copy of its largest frame", async () => {
+  const sockets = 48;
+  const off = await keptAfterLargeFrames("off", sockets);
+  assert.equal(off.env, "", "an operator's empty DENO_USE_WRITEV is kept");
+  // The control: without vectored writes each socket keeps a 1 MiB write buffer.
+  assert.ok(off.growthMiB > 0.75 * sockets, `off: RSS grew ${off.growthMiB.toFixed(1)} MiB`);
+  const on = await keptAfterLargeFrames("unset", sockets);
+  assert.equal(on.env, "1", "the outbox set DENO_USE_WRITEV");
+  assert.ok(on.growthMiB < 0.25 * sockets, `on: RSS grew ${on.growthMiB.toFixed(1)} MiB`);
 });
