@@ -15,42 +15,6 @@ export const SLOW_CONSUMER_GRACE_MS = 100;
 /** A queue this many times `maxBufferedBytes` is slow at once, without a grace turn. */
 export const SLOW_CONSUMER_HARD_FACTOR = 4;
 
-/**
- * Deno's switch for writing a WebSocket frame of over 1 KiB straight from the copy `send` made
- * of it, with `writev`. Deno reads it once, when the process sets up its first server-side
- * WebSocket, and treats any non-empty value as on. It is off by default, and then
- * `fastwebsockets` (Deno's WebSocket code) first copies every frame into a write buffer of the
- * socket's own, which grows to the largest frame the socket was ever sent and never shrinks.
- * That buffer was most of the memory of a large `chorus.v1` room: a member's largest frame is
- * usually its `welcome`, which lists every member of the room (195 KB at 5,000 members), so a
- * room of 5,000 held about 490 MB of such buffers for as long as its members stayed, and 4 KiB
- * messages batched 32 to a frame grew every member's buffer to 132 KB. With it on, a socket's
- * buffer stays under about 1 KiB. The price, measured on this project's machines, is CPU for
- * frames over 1 KiB outside large rooms: raw fan-out of 4 KiB messages to 1,000 subscribers made
- * 45 % fewer deliveries per CPU-second, `chorus.v1` fan-out of them to 100 subscribers 20 %
- * fewer, while `chorus.v1` fan-out to 5,000 made as many or more. An operator whose traffic is
- * mostly such frames, in small rooms, can set the variable empty. The measurements are in
- * docs/performance.md, "Issue #12: fan-out memory under load".
- */
-export const VECTORED_WRITES_ENV = "DENO_USE_WRITEV";
-
-/**
- * Turn on Deno's vectored WebSocket writes ({@link VECTORED_WRITES_ENV}) for this process,
- * unless its environment already sets the variable: an operator's empty value keeps them off.
- * Setting it needs `--allow-env=DENO_USE_WRITEV`, which `deno task start` grants; without that
- * permission this changes nothing and returns `undefined`. Otherwise it returns whether
- * vectored writes are on. It must run before the process' first WebSocket upgrade, so every
- * {@link Outbox} calls it when it is built.
- */
-export function preferVectoredWrites(): boolean | undefined {
-  const access = Deno.permissions.querySync({ name: "env", variable: VECTORED_WRITES_ENV });
-  if (access.state !== "granted") return undefined;
-  const value = Deno.env.get(VECTORED_WRITES_ENV);
-  if (value !== undefined) return value !== "";
-  Deno.env.set(VECTORED_WRITES_ENV, "1");
-  return true;
-}
-
 /** What an outbox is built from. */
 export interface OutboxOptions {
   /** A peer whose unsent queue passes this many bytes is slow; see {@link onSlow}. */
@@ -95,7 +59,6 @@ export class Outbox {
   constructor(options: OutboxOptions) {
     this.#options = options;
     this.#row = options.metrics.row;
-    preferVectoredWrites();
   }
 
   /** Write one frame to every open peer of `peers` now: the raw fan-out, a plain loop. */

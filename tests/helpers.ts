@@ -330,7 +330,7 @@ export const START_COMMAND = [
   "--v8-flags=--max-semi-space-size=1",
   "--unstable-net",
   "--allow-net",
-  "--allow-env=PORT,CHORUS_*,DENO_USE_WRITEV,REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS",
+  "--allow-env=PORT,CHORUS_*,REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS",
   "--allow-read=./src,./static",
   "main.ts",
 ];
