@@ -103,12 +103,8 @@ export class Presence {
    */
   members(room: string, max = Infinity): MemberInfo[] {
     const out: MemberInfo[] = [];
-    for (const m of this.#local.get(room) ?? []) {
-      if (out.length >= max) return out;
-      out.push({ id: m.id, name: m.name });
-    }
-    for (const m of this.#remote.get(room)?.values() ?? []) {
-      if (out.length >= max) return out;
+    for (const m of this.#everyone(room)) {
+      if (out.length >= max) break;
       out.push({ id: m.id, name: m.name });
     }
     return out;
@@ -119,7 +115,7 @@ export class Presence {
     const rooms = new Map<string, number>();
     for (const room of this.#local.keys()) rooms.set(room, this.count(room));
     for (const room of this.#remote.keys()) rooms.set(room, this.count(room));
-    return new Map([...rooms].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
+    return byKey(rooms);
   }
 
   /**
@@ -129,17 +125,20 @@ export class Presence {
    */
   page(room: string, after: string | undefined, limit: number): MemberPage {
     const all: RemoteMember[] = [];
-    for (const m of this.#local.get(room) ?? []) {
-      if (after === undefined || m.id > after) all.push({ id: m.id, name: m.name, mode: m.mode });
+    for (const { id, name, mode } of this.#everyone(room)) {
+      if (after === undefined || id > after) all.push({ id, name, mode });
     }
-    for (const m of this.#remote.get(room)?.values() ?? []) {
-      if (after === undefined || m.id > after) all.push({ id: m.id, name: m.name, mode: m.mode });
-    }
-    all.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    all.sort((a, b) => compare(a.id, b.id));
     let end = Math.min(limit, all.length);
     while (end > 0 && end < all.length && all[end]!.id === all[end - 1]!.id) end++;
     const members = all.slice(0, end);
     return { members, next: end < all.length ? members[members.length - 1]!.id : null };
+  }
+
+  /** Every member of `room`: this hub's in join order, then the other hubs'. */
+  *#everyone(room: string): Iterable<RemoteMember> {
+    yield* this.#local.get(room) ?? [];
+    yield* this.#remote.get(room)?.values() ?? [];
   }
 
   /** This hub's members by room, as the other hubs learn them. */
@@ -159,7 +158,7 @@ export class Presence {
       for (const m of members.values()) list.push({ id: m.id, name: m.name, mode: m.mode });
       rooms.set(room, list);
     }
-    return new Map([...rooms].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
+    return byKey(rooms);
   }
 
   /** A member of another hub entered `room`. */
@@ -240,4 +239,14 @@ export class Presence {
     }
     return changes;
   }
+}
+
+/** Code-unit order of two strings (ids, room names), the same in every locale. */
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The map with its entries in {@link compare} order of their keys. */
+function byKey<T>(map: Map<string, T>): Map<string, T> {
+  return new Map([...map].sort(([a], [b]) => compare(a, b)));
 }
