@@ -78,6 +78,12 @@ interface ChatPage {
   errors: string[];
 }
 
+/** Debian's Chromium, headless, driven by playwright-core. */
+async function launchChromium(): Promise<Browser> {
+  const { chromium } = await loadPlaywright();
+  return await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+}
+
 /** A fresh browser context (own storage) whose page is named `name` via localStorage. */
 async function openChatPage(browser: Browser, name: string): Promise<ChatPage> {
   const context = await browser.newContext({ viewport: { width: 1100, height: 640 } });
@@ -237,8 +243,7 @@ Deno.test({
     const shots = await Deno.makeTempDir({ prefix: "chorus-page-" });
     const step = stepper(t);
     try {
-      const { chromium } = await loadPlaywright();
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      browser = await launchChromium();
       const ada = await openChatPage(browser, "Ada");
       const lin = await openChatPage(browser, "Lin");
       const a = ada.page;
@@ -420,8 +425,7 @@ Deno.test({
     const origin = `http://127.0.0.1:${server.addr.port}`;
     let browser: Browser | undefined;
     try {
-      const { chromium } = await loadPlaywright();
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      browser = await launchChromium();
       const { page, errors } = await openChatPage(browser, "Ada");
       await page.goto(`${origin}/ws/lobby`);
       await waitConnected(page);
@@ -474,8 +478,7 @@ Deno.test({
     const shots = await Deno.makeTempDir({ prefix: "chorus-page-crowd-" });
     const step = stepper(t);
     try {
-      const { chromium } = await loadPlaywright();
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      browser = await launchChromium();
       const ada = await openChatPage(browser, "Ada");
       const lin = await openChatPage(browser, "Lin");
       const a = ada.page;
