@@ -8,6 +8,7 @@ import { constantTimeEqual, parseRoom } from "./auth.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { checkName, type MemberInfo } from "./protocol.ts";
+import type { Appended, StreamQuery } from "./store.ts";
 import { httpError, json } from "./http.ts";
 import type { ApiHandler } from "./server.ts";
 
@@ -55,6 +56,8 @@ export function createApi(deps: ApiDeps): ApiHandler {
         return req.method === "GET" ? listRooms(hub) : notAllowed("GET");
       case "/api/rooms/members":
         return req.method === "GET" ? listMembers(hub, url) : notAllowed("GET");
+      case "/api/rooms/history":
+        return req.method === "GET" ? await roomHistory(hub, url) : notAllowed("GET");
       default:
         return httpError(404, "not_found", "no such API endpoint");
     }
@@ -150,9 +153,18 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
       return httpError(400, "bad_request", "the text/plain body is not valid UTF-8");
     }
   }
-  const delivered = deps.hub.publish(room, data, from);
+  if (typeof data !== "string") {
+    const delivered = deps.hub.publish(room, data, from);
+    deps.log.debug("published", { room, kind, bytes: body.byteLength, delivered, ip });
+    return json({ delivered });
+  }
+  let delivered = 0;
+  const stored = await new Promise<Appended>((resolve) => {
+    delivered = deps.hub.publish(room, data, from, resolve);
+  });
   deps.log.debug("published", { room, kind, bytes: body.byteLength, delivered, ip });
-  return json({ delivered });
+  // Unstored (a full disk, Redis down): delivered all the same, but with no place in the stream.
+  return json({ delivered, epoch: stored?.epoch ?? null, offset: stored?.offset ?? null });
 }
 
 function listRooms(hub: Hub): Response {
@@ -165,6 +177,52 @@ export const DEFAULT_MEMBERS_PAGE = 1000;
 
 /** Most members one page of `GET /api/rooms/members` may ask for. */
 export const MAX_MEMBERS_PAGE = 10_000;
+
+/** Messages per page of `GET /api/rooms/history` when the request names no `limit`. */
+export const DEFAULT_HISTORY_PAGE = 100;
+
+/** Most messages one page of `GET /api/rooms/history` may ask for. */
+export const MAX_HISTORY_PAGE = 1000;
+
+/** An offset query parameter: null when absent, NaN when it is not an integer of at least 0. */
+function offsetParam(url: URL, name: string): number | null {
+  const raw = url.searchParams.get(name);
+  if (raw === null) return null;
+  const n = Number(raw);
+  return /^\d+$/.test(raw) && Number.isSafeInteger(n) ? n : NaN;
+}
+
+/**
+ * One page of a room's kept stream: `after=N` pages forwards (oldest first, from the start
+ * when neither is given), `before=N` backwards (newest first). `next` is the value of the same
+ * parameter for the next page, or null at the end.
+ */
+async function roomHistory(hub: Hub, url: URL): Promise<Response> {
+  const room = roomParam(url);
+  if (room instanceof Response) return room;
+  const rawLimit = url.searchParams.get("limit");
+  const limit = rawLimit === null ? DEFAULT_HISTORY_PAGE : Number(rawLimit);
+  if (!/^\d+$/.test(rawLimit ?? "1") || limit < 1 || limit > MAX_HISTORY_PAGE) {
+    return httpError(400, "bad_request", `limit must be an integer from 1 to ${MAX_HISTORY_PAGE}`);
+  }
+  const after = offsetParam(url, "after");
+  const before = offsetParam(url, "before");
+  if (Number.isNaN(after) || Number.isNaN(before)) {
+    return httpError(400, "bad_request", "after and before must be integers of at least 0");
+  }
+  if (after !== null && before !== null) {
+    return httpError(400, "bad_request", "give after or before, not both");
+  }
+  const query: StreamQuery = before !== null ? { before, limit } : { after: after ?? 0, limit };
+  const page = await hub.readStream(room, query);
+  const last = page.messages.at(-1)?.offset;
+  const next = last === undefined
+    ? null
+    : "before" in query
+    ? (last > page.first ? last : null)
+    : (last < page.offset ? last : null);
+  return json({ room, epoch: page.epoch, offset: page.offset, messages: page.messages, next });
+}
 
 function listMembers(hub: Hub, url: URL): Response {
   const room = roomParam(url);

@@ -12,7 +12,9 @@ import { Hub, newNodeId } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
+import { openStore } from "./open_store.ts";
 import { createHandler, type Handler } from "./server.ts";
+import type { StreamStore } from "./store.ts";
 
 /** The parts of one server; `Deno.serve` takes `handler`. */
 export interface App {
@@ -51,6 +53,11 @@ export interface AppOptions {
   bus?: BusFactory | undefined;
   /** Path prefix to serve everything under, e.g. `/ws` (see {@link normaliseBasePath}). */
   basePath?: string | undefined;
+  /**
+   * The stream store, when it is not the one `config.store` names in this process: a worker's
+   * view of the main thread's store (`src/store_host.ts`). The hub closes it.
+   */
+  store?: StreamStore | undefined;
 }
 
 /**
@@ -91,25 +98,28 @@ export async function redisBackplane(
     new RedisBus({
       url,
       node,
-      history: config.history,
-      historyTtlMs: config.historyTtl * 1000,
+      retainMessages: config.retainMessages,
+      retainMs: config.retainDays * 24 * 3600_000,
       log,
       metrics,
     });
 }
 
-/** Build the hub and handler of one server from its config. */
+/**
+ * Build the hub and handler of one server from its config. Opening the SQLite store checks
+ * the data directory: it throws `StoreOpenError` naming the path when it cannot be used.
+ */
 export function createApp(
   config: Config,
-  { log, now, shared, jwtPublicKeyPem, bus, basePath = "" }: AppOptions,
+  { log, now, shared, jwtPublicKeyPem, bus, basePath = "", store }: AppOptions,
 ): App {
   const metrics = new Metrics(shared?.metrics, shared?.index);
   const node = newNodeId();
+  const hubBus = bus?.(metrics, node) ?? shared?.bus;
   const hub = new Hub({
     node,
     history: config.history,
-    historyTtlMs: config.historyTtl * 1000,
-    historyMaxBytes: config.historyMaxBytes,
+    store: store ?? (isStreamStore(hubBus) ? hubBus : openStore(config, log, metrics.row)),
     maxBufferedBytes: config.maxBufferedBytes,
     presenceLimit: config.presenceLimit,
     presenceIntervalMs: config.presenceInterval * 1000,
@@ -120,7 +130,7 @@ export function createApp(
       shared?.index,
     ),
     metrics,
-    bus: bus?.(metrics, node) ?? shared?.bus,
+    bus: hubBus,
     onDrop: (member, reason) =>
       log.warn("connection closed by policy", {
         reason,
@@ -153,6 +163,11 @@ export function createApp(
       await hub.dispose();
     },
   };
+}
+
+/** Whether a bus also keeps rooms' streams (the Redis backplane does). */
+function isStreamStore(bus: Bus | undefined): bus is Bus & StreamStore {
+  return bus !== undefined && "append" in bus && "read" in bus;
 }
 
 /**

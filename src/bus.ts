@@ -5,7 +5,7 @@
  * what happened; the others replay it to theirs. Nothing is published when there is no bus.
  * @module
  */
-import type { MessageEvent, Mode } from "./protocol.ts";
+import type { Mode } from "./protocol.ts";
 
 /** A member as the other hubs track it. */
 export interface RemoteMember {
@@ -14,12 +14,17 @@ export interface RemoteMember {
   mode: Mode;
 }
 
-/** What crosses the bus. `node` names the publishing hub, so it can ignore its own echo. */
+/**
+ * The `node` of a `sync` the bus makes up itself when it (re)connects: every hub answers with
+ * its members, and reads what it may have missed of each of its rooms' streams.
+ */
+export const BACKPLANE_NODE = "redis";
+
+/**
+ * What crosses the bus: presence only; messages travel through the stream store
+ * (`src/store.ts`). `node` names the publishing hub, so it can ignore its own echo.
+ */
 export type BusMessage =
-  /** A chat message (also a raw client's text frame): raw sockets get `text`, chat the event. */
-  | { t: "message"; node: string; room: string; event: MessageEvent }
-  /** A raw client's binary frame, for raw sockets only. */
-  | { t: "binary"; node: string; room: string; data: Uint8Array }
   | { t: "join"; node: string; room: string; member: RemoteMember }
   | { t: "leave"; node: string; room: string; id: string }
   | { t: "rename"; node: string; room: string; id: string; name: string; oldName: string }
@@ -28,12 +33,7 @@ export type BusMessage =
   /** Every member of the publishing hub, by room; replaces what was known of that node. */
   | { t: "members"; node: string; rooms: [room: string, members: RemoteMember[]][] }
   /** A hub is stopping, or stopped answering (heartbeat expired): its members are gone. */
-  | { t: "bye"; node: string }
-  /**
-   * A room's history as a bus that stores one (Redis) holds it, plus what crossed the bus while
-   * it was read: it replaces the hub's copy. Sent by the bus itself, from {@link Bus.watch}.
-   */
-  | { t: "history"; node: string; room: string; events: MessageEvent[] };
+  | { t: "bye"; node: string };
 
 /** A transport for {@link BusMessage}s; delivery is in order per publisher. */
 export interface Bus {
@@ -44,8 +44,8 @@ export interface Bus {
   close(): void | Promise<void>;
   /**
    * Only on buses that carry a room's messages to the hubs that ask for them (Redis): start
-   * receiving `room` and deliver its stored `history`. Resolves when both are done, or at once
-   * when the bus is down; it never rejects. Without it, a hub receives every room.
+   * receiving `room`'s stream. Resolves once it is received, or at once when the bus is down;
+   * it never rejects. Without it, a hub receives every room.
    */
   watch?(room: string): Promise<void>;
   /** Stop receiving a room's messages (its last member on this hub left). */

@@ -16,11 +16,23 @@ export interface Config {
   port: number;
   /** Interface to bind. */
   hostname: string;
-  /** Chat messages kept per room for `welcome`; 0 disables history. */
+  /** Chat messages a `welcome` carries (the room's latest); 0 sends none. */
   history: number;
-  /** Seconds an empty room's history survives, so a reload does not lose the conversation. */
-  historyTtl: number;
-  /** Memory all rooms' histories may use together; the least recently used rooms lose theirs first. */
+  /**
+   * Where rooms' streams are kept: `sqlite` under {@link dataDir} (survives restarts),
+   * `memory` (nothing on disk), or `redis` (shared by every instance; the only one, and the
+   * default, with {@link redisUrl}).
+   */
+  store: StoreKind;
+  /** Directory of the SQLite store, created if missing. */
+  dataDir: string;
+  /** Messages kept per room; older ones are trimmed. */
+  retainMessages: number;
+  /** Days a message is kept. */
+  retainDays: number;
+  /** Bytes of messages the SQLite store keeps in all; the oldest messages go first. */
+  retainBytes: number;
+  /** Memory the `memory` store's rooms may use together; the least recently written go first. */
   historyMaxBytes: number;
   /**
    * Members a room may have and still get per-member presence (`join`, `leave`, the full list
@@ -71,12 +83,19 @@ export interface Config {
   redisUrl: string | undefined;
 }
 
+/** Where rooms' streams are kept; see {@link Config.store}. */
+export type StoreKind = "sqlite" | "memory" | "redis";
+
 /** The defaults table: every limit has a name and a value here, and the docs copy it. */
 export const DEFAULTS: Readonly<Config> = Object.freeze({
   port: 8080,
   hostname: "0.0.0.0",
   history: 50,
-  historyTtl: 600,
+  store: "sqlite",
+  dataDir: "./data",
+  retainMessages: 10_000,
+  retainDays: 30,
+  retainBytes: 1024 * 1024 * 1024,
   historyMaxBytes: 64 * 1024 * 1024,
   presenceLimit: 1000,
   presenceInterval: 1,
@@ -130,14 +149,18 @@ function integer(min: number, max: number): Parser<number> {
 }
 
 /** A duration in seconds, fractions allowed (`0.25`), from `min` to `max`. */
-function seconds(min: number, max: number): Parser<number> {
+function decimal(min: number, max: number, unit: string): Parser<number> {
   return (raw, label) => {
     const n = Number(raw);
     if (!/^\d+(\.\d+)?$/.test(raw.trim()) || n < min || n > max) {
-      throw new ConfigError(`${label}: expected seconds from ${min} to ${max}, got "${raw}"`);
+      throw new ConfigError(`${label}: expected ${unit} from ${min} to ${max}, got "${raw}"`);
     }
     return n;
   };
+}
+
+function seconds(min: number, max: number): Parser<number> {
+  return decimal(min, max, "seconds");
 }
 
 const text: Parser<string> = (raw, label) => {
@@ -237,21 +260,49 @@ export const OPTIONS: readonly OptionSpec[] = [
     key: "history",
     flag: "history",
     valueName: "N",
-    description: "chat messages kept per room and sent on join (0 disables)",
+    description: "latest chat messages sent on join (0 sends none)",
     parse: integer(0, 10_000),
   }),
   option({
-    key: "historyTtl",
-    flag: "history-ttl",
-    valueName: "SECONDS",
-    description: "how long an empty room keeps its history",
-    parse: integer(0, 7 * 24 * 3600),
+    key: "store",
+    flag: "store",
+    valueName: "KIND",
+    description: "where rooms' streams are kept: sqlite (in --data-dir), memory, or redis",
+    parse: oneOf(["sqlite", "memory", "redis"] as const),
+  }),
+  option({
+    key: "dataDir",
+    flag: "data-dir",
+    valueName: "DIR",
+    description: "directory of the SQLite store (created if missing)",
+    parse: text,
+  }),
+  option({
+    key: "retainMessages",
+    flag: "retain-messages",
+    valueName: "N",
+    description: "messages kept per room (0 keeps none)",
+    parse: integer(0, 100_000_000),
+  }),
+  option({
+    key: "retainDays",
+    flag: "retain-days",
+    valueName: "DAYS",
+    description: "days a message is kept (fractions allowed)",
+    parse: decimal(0.0001, 36_500, "days"),
+  }),
+  option({
+    key: "retainBytes",
+    flag: "retain-bytes",
+    valueName: "BYTES",
+    description: "bytes of messages the SQLite store keeps in all; the oldest go first",
+    parse: integer(1024 * 1024, 2 ** 50),
   }),
   option({
     key: "historyMaxBytes",
     flag: "history-max-bytes",
     valueName: "BYTES",
-    description: "memory all rooms' histories may use together; cold rooms are trimmed first",
+    description: "memory the memory store's rooms may use together; cold rooms are trimmed first",
     parse: integer(0, 1024 * 1024 * 1024 * 16),
   }),
   option({
@@ -454,20 +505,25 @@ export function parseConfig(
   if (values.version) return { kind: "version" };
 
   const config: Record<string, unknown> = { ...DEFAULTS };
+  /** Options given as a flag or in the environment, with the label an error names. */
+  const given = new Map<keyof Config, string>();
   for (const o of OPTIONS) {
     const flagValue = values[o.flag];
     if (typeof flagValue === "string") {
       config[o.key] = o.parse(flagValue, `--${o.flag}`);
+      given.set(o.key, `--${o.flag}`);
       continue;
     }
     for (const name of [envName(o.flag), o.alsoEnv]) {
       const raw = name === undefined ? undefined : env(name);
       if (raw !== undefined && raw !== "") {
         config[o.key] = o.parse(raw, name!);
+        given.set(o.key, name!);
         break;
       }
     }
   }
+  checkStore(config as unknown as Config, given.get("store"));
   if ((config.cert === undefined) !== (config.key === undefined)) {
     throw new ConfigError("--cert and --key must be given together");
   }
@@ -494,7 +550,25 @@ export function configFrom(values: { [K in keyof Config]?: Config[K] | undefined
     if (value === undefined) continue;
     config[o.key] = o.parse(Array.isArray(value) ? value.join(",") : String(value), o.key);
   }
+  checkStore(config as unknown as Config, values.store === undefined ? undefined : "store");
   return config as unknown as Config;
+}
+
+/**
+ * With a Redis backplane the stream lives in Redis, so every instance shares one order: make
+ * `redis` the store then, and refuse another one asked for (`label` names where it was asked).
+ */
+function checkStore(config: Config, label: string | undefined): void {
+  if (config.redisUrl !== undefined) {
+    if (label !== undefined && config.store !== "redis") {
+      throw new ConfigError(
+        `${label}: with --redis-url the stream lives in Redis; use --store redis or leave it out`,
+      );
+    }
+    config.store = "redis";
+  } else if (config.store === "redis") {
+    throw new ConfigError(`${label ?? "store"}: --store redis needs --redis-url`);
+  }
 }
 
 /** Longest `--ttl` of `main.ts token`: a year. */

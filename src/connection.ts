@@ -12,6 +12,7 @@ import type { Logger } from "./log.ts";
 import { C, utf8Length } from "./metrics.ts";
 import { type Mode, parseClientEvent, protocolError, SUBPROTOCOL } from "./protocol.ts";
 import { TokenBucket } from "./ratelimit.ts";
+import type { Resume } from "./tail.ts";
 import type { Admitted, Refused } from "./upgrade.ts";
 
 /** What the adapter is built from. */
@@ -82,8 +83,8 @@ export function createAccept(deps: ConnectionDeps): Accept {
    * the client sends meanwhile are held and acted on after the join, in order. The upgrade
    * itself is answered at once: Deno cannot tell a waiting handler that its client left.
    */
-  function onOpen(member: Member, since: string | undefined): void {
-    const joining = hub.open(member, since);
+  function onOpen(member: Member, resume: Resume | undefined): void {
+    const joining = hub.open(member, resume);
     if (joining === undefined) return;
     const socket = member.socket as WebSocket;
     early.set(socket, { frames: [], bytes: 0 });
@@ -124,7 +125,7 @@ export function createAccept(deps: ConnectionDeps): Accept {
     );
     hub.connect(member);
     socket.binaryType = "arraybuffer";
-    socket.addEventListener("open", () => onOpen(member, admitted.since), { once: true });
+    socket.addEventListener("open", () => onOpen(member, admitted.resume), { once: true });
     socket.addEventListener("message", onMessage);
     socket.addEventListener("close", onClose);
     return response;

@@ -16,6 +16,7 @@ export type Handler = (req: Request, info?: RequestInfo) => Response | Promise<R
 export type HttpErrorCode =
   | "bad_request"
   | "invalid_name"
+  | "invalid_resume"
   | "unsupported_protocol"
   | "unsupported_version"
   | "method_not_allowed"

@@ -2,16 +2,20 @@
  * Rooms and fan-out. A room is two `Set`s of peers (raw and `chorus.v1`); the hub relays every
  * message to the peers of its room that are open, through one publish path, and drops a room
  * the moment its last member leaves. It composes the parts that hold the rest: who is where
- * ({@link Presence}), what rooms said ({@link HistoryStore}), what is queued for whom
- * ({@link Outbox}) and the connection limits ({@link Slots}). Given a {@link Bus}, hubs of
- * several workers or instances act as one: each publishes what its members do and replays what
- * the others publish.
+ * ({@link Presence}), what rooms said and in which order ({@link StreamStore}, followed per
+ * room by a {@link Tail}), what is queued for whom ({@link Outbox}, {@link CatchUps}) and the
+ * connection limits ({@link Slots}). Every message goes through the store, and a hub delivers
+ * only what the store hands back, in offset order, so every member of a room on every hub
+ * hears one order. Given a {@link Bus}, hubs of several workers or instances share presence:
+ * each publishes who comes and goes and replays what the others publish.
  * @module
  */
-import type { Bus, BusMessage, RemoteMember } from "./bus.ts";
+import { BACKPLANE_NODE, type Bus, type BusMessage, type RemoteMember } from "./bus.ts";
+import { CatchUps } from "./catchup.ts";
 import { closeFrame, type DropReason } from "./close.ts";
 import { Crowds } from "./crowds.ts";
-import { type HistoryStore, MemoryHistory } from "./history.ts";
+import { LocalStream } from "./local_stream.ts";
+import { MemoryBackend } from "./memory_store.ts";
 import { type Admission as LimitAdmission, ConnectionLimiter } from "./limiter.ts";
 import { C, type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
 import { Outbox } from "./outbox.ts";
@@ -25,6 +29,8 @@ import {
 } from "./protocol.ts";
 import type { TokenBucket } from "./ratelimit.ts";
 import { Slots } from "./slots.ts";
+import type { Appended, Frame, StreamPage, StreamStore } from "./store.ts";
+import { type Resume, Tail } from "./tail.ts";
 import { RoomWatches } from "./watches.ts";
 import { CONNECTING, OPEN, type Peer } from "./transport.ts";
 
@@ -33,12 +39,13 @@ export type Admission = LimitAdmission | "shutting_down";
 
 /** Options that shape a hub; all come from {@link Config} in production. */
 export interface HubOptions {
-  /** Chat messages kept per room; 0 disables history. */
+  /** Chat messages a `welcome` carries (`--history`); 0 sends none. */
   history: number;
-  /** Milliseconds an empty room's history is kept. */
-  historyTtlMs: number;
-  /** Memory all rooms' histories may use together, in bytes (approximate). */
-  historyMaxBytes?: number;
+  /**
+   * Where rooms' streams are kept and put in order; the hub closes it on {@link Hub.dispose}.
+   * A small in-memory store when omitted.
+   */
+  store?: StreamStore | undefined;
   /** A socket whose unsent queue passes this many bytes is closed as a slow consumer. */
   maxBufferedBytes?: number;
   /** Members a room may have and still get per-member presence; unlimited when omitted. */
@@ -55,7 +62,7 @@ export interface HubOptions {
   bus?: Bus | undefined;
   /** Told about every connection the hub itself closes, e.g. to log it. */
   onDrop?: (member: Member, reason: DisconnectReason) => void;
-  /** Clock in ms since the epoch; injectable so tests can expire history instantly. */
+  /** Clock in ms since the epoch, for message timestamps; injectable for tests. */
   now?: (() => number) | undefined;
 }
 
@@ -74,6 +81,7 @@ export interface Member extends Present {
 }
 
 interface Room {
+  readonly name: string;
   readonly raw: Set<Peer>;
   readonly chat: Set<Peer>;
 }
@@ -83,11 +91,15 @@ export function newNodeId(): string {
   return crypto.randomUUID().slice(0, 6);
 }
 
-/**
- * How far back (ms) a recovery on a worker reaches for messages from other workers, which
- * the bus may have ordered differently there than on the worker the client saw them on.
- */
-const REORDER_WINDOW_MS = 1000;
+/** Messages one store read asks for while a resuming member's gap is collected. */
+const RESUME_READ = 1000;
+
+/** What a resuming member gets: every kept message after `after`, and whether that is all. */
+interface Recovery {
+  after: number;
+  events: MessageEvent[];
+  recovered: boolean;
+}
 
 /** The state of every room of one server (or one worker of it). */
 export class Hub {
@@ -95,8 +107,14 @@ export class Hub {
   readonly #members = new Map<Peer, Member>();
   readonly #presence = new Presence();
   readonly #crowds: Crowds;
-  readonly #history: HistoryStore;
+  readonly #store: StreamStore;
+  /** The end of the stream of each room with members here (or joining). */
+  readonly #tails = new Map<string, Tail>();
+  /** Tails whose first page the store has not answered yet. */
+  readonly #loads = new Map<Tail, Promise<void>>();
+  readonly #historySize: number;
   readonly #outbox: Outbox;
+  readonly #catchUps: CatchUps;
   readonly #slots: Slots<Peer>;
   readonly #watches: RoomWatches;
   readonly #bus: Bus | undefined;
@@ -109,7 +127,6 @@ export class Hub {
   #seq = 0;
   /** Set by {@link closeAll}: no new connections from then on. */
   #shuttingDown = false;
-  #sweepTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions) {
     this.metrics = options.metrics ?? new Metrics();
@@ -123,14 +140,21 @@ export class Hub {
       onSlow: (peer) => this.drop(peer, "slow_consumer"),
       onBroken: (peer) => void this.leave(peer, "error"),
     });
-    this.#history = new MemoryHistory({
-      limit: options.history,
-      ttlMs: options.historyTtlMs,
-      maxBytes: options.historyMaxBytes ?? Infinity,
-      occupied: (room) => this.#occupied(room),
-      now: this.#now,
-      reorderWindowMs: options.bus ? REORDER_WINDOW_MS : 0,
+    this.#catchUps = new CatchUps({
+      maxBufferedBytes: options.maxBufferedBytes ?? Infinity,
+      write: (peer, frame, bytes, events) => this.#outbox.write(peer, frame, bytes, events),
+      caughtUp: (peer) => this.#caughtUp(peer),
+      slow: (peer) => this.drop(peer, "slow_consumer"),
     });
+    this.#historySize = options.history;
+    this.#store = options.store ?? new LocalStream({
+      backend: new MemoryBackend({
+        retainMessages: Math.max(options.history, 1000),
+        retainMs: 24 * 3600_000,
+        maxBytes: 64 * 1024 * 1024,
+      }),
+    });
+    this.#store.subscribe((room, epoch, frame) => this.#stored(room, epoch, frame));
     this.#crowds = new Crowds({
       limit: options.presenceLimit ?? Infinity,
       intervalMs: options.presenceIntervalMs ?? 1000,
@@ -143,14 +167,6 @@ export class Hub {
     this.#watches = new RoomWatches(options.bus);
     this.#bus?.subscribe((m) => this.#receive(m));
     this.#bus?.publish({ t: "sync", node: this.node });
-    if (options.history > 0) {
-      const timer = setInterval(
-        () => this.sweepHistory(),
-        Math.max(1000, Math.min(60_000, options.historyTtlMs)),
-      );
-      Deno.unrefTimer(timer);
-      this.#sweepTimer = timer;
-    }
   }
 
   /** This hub's connections, counted from the upgrade until they leave. */
@@ -190,14 +206,14 @@ export class Hub {
   }
 
   /**
-   * The member's connection opened: it joins its room, at once or, while the bus is making
-   * the room ready (subscribing, loading stored history), once that is done. Returns the
-   * promise of a join that waits; it never rejects.
+   * The member's connection opened: it joins its room, at once or, when something must be
+   * waited for (the bus subscribing to the room, the store reading its stream, a resume's gap
+   * being read), once that is done. Returns the promise of a join that waits; it never rejects.
    */
-  open(member: Member, since?: string): Promise<void> | undefined {
+  open(member: Member, resume?: Resume): Promise<void> | undefined {
     const ready = this.#watches.ready(member.room);
-    if (ready === undefined) return this.#join(member, since);
-    return ready.then(() => this.#join(member, since));
+    if (ready === undefined) return this.#enter(member, resume);
+    return ready.then(() => this.#enter(member, resume));
   }
 
   /** Whether a member is in its room (it opened, its room was ready, and it has not left). */
@@ -253,7 +269,9 @@ export class Hub {
       return undefined;
     }
     this.#members.delete(peer);
+    this.#catchUps.cancel(peer);
     this.#watches.unwatch(member.room);
+    if (!this.#watches.has(member.room)) this.#forgetTail(member.room);
     if (reason === "client" || reason === "idle" || reason === "shutdown") {
       this.#slots.release(member.ip);
     } else {
@@ -269,25 +287,28 @@ export class Hub {
     (member.mode === "raw" ? room.raw : room.chat).delete(peer);
     if (room.raw.size === 0 && room.chat.size === 0) this.#rooms.delete(member.room);
     if (this.#crowds.changed(member.room)) this.#announce(room, left);
-    this.#markIfEmpty(member.room);
     this.#bus?.publish({ t: "leave", node: this.node, room: member.room, id: member.id });
     return member;
   }
 
   /**
-   * Broadcast to a room on every hub of the bus: text as a chat `message` from `from` (to raw
-   * peers as the text itself, to chat peers as the event, and into history), bytes to raw
-   * peers only. Every message takes this path: a member's, a raw frame, the publish API's.
-   * Returns how many peers of this hub it was sent to.
+   * Broadcast to a room on every hub: text as a chat `message` from `from` (to raw peers as
+   * the text itself, to chat peers as the event), stored and numbered first; bytes to raw peers
+   * only. Every message takes this path: a member's, a raw frame, the publish API's. It goes
+   * to the store, and out from there in the room's order. Returns how many peers of this hub
+   * it is for; `done` hears the message's offset once it is stored.
    */
-  publish(room: string, data: string | ArrayBuffer, from: MemberInfo): number {
+  publish(
+    room: string,
+    data: string | ArrayBuffer,
+    from: MemberInfo,
+    done?: (result: Appended) => void,
+  ): number {
     const r = this.#rooms.get(room);
     if (typeof data !== "string") {
-      if (r) this.#outbox.sendAll(r.raw, data, data.byteLength);
-      this.#bus?.publish({ t: "binary", node: this.node, room, data: new Uint8Array(data) });
+      this.#store.append(room, new Uint8Array(data));
       return r?.raw.size ?? 0;
     }
-    const delivered = r ? r.raw.size + r.chat.size : 0;
     const event: MessageEvent = {
       type: "message",
       id: this.nextId(),
@@ -295,9 +316,16 @@ export class Hub {
       text: data,
       ts: this.#now(),
     };
-    this.#deliver(room, event);
-    this.#bus?.publish({ t: "message", node: this.node, room, event });
-    return delivered;
+    this.#store.append(room, event, done);
+    return r ? r.raw.size + r.chat.size : 0;
+  }
+
+  /** Read a room's kept stream (the history API); see {@link StreamStore.read}. */
+  readStream(
+    room: string,
+    query: Parameters<StreamStore["read"]>[1],
+  ): StreamPage | Promise<StreamPage> {
+    return this.#store.read(room, query);
   }
 
   /**
@@ -358,17 +386,13 @@ export class Hub {
    * when the bus has sent the goodbye.
    */
   async dispose(): Promise<void> {
-    clearInterval(this.#sweepTimer);
     this.#outbox.dispose();
+    this.#catchUps.dispose();
     this.#crowds.dispose();
     this.#slots.releaseAll();
     this.#bus?.publish({ t: "bye", node: this.node });
     await this.#bus?.close();
-  }
-
-  /** Drop histories of rooms that have been empty for longer than the TTL. */
-  sweepHistory(): void {
-    this.#history.expire();
+    await this.#store.close();
   }
 
   /** Write every queued chat event now (see {@link Outbox.flush}). */
@@ -377,23 +401,44 @@ export class Hub {
   }
 
   /**
-   * Add an opened member to its room. A chat member first gets `welcome` (with the messages
-   * after `since`, when given), then everyone else in the room hears `join`, unless the room
-   * is over the presence limit: then the welcome lists a sample and the join is only counted.
+   * Bring an opened member in once its room's tail is loaded and, for a chat member that
+   * resumes, once the messages it missed are collected.
    */
-  #join(member: Member, since: string | undefined): undefined {
+  #enter(member: Member, resume: Resume | undefined): Promise<void> | undefined {
+    if (this.#members.get(member.socket) !== member) return; // left before it could join
+    const tail = this.#tailOf(member.room);
+    const loading = this.#loads.get(tail);
+    if (loading) return loading.then(() => this.#enter(member, resume));
+    if (member.mode === "raw") return this.#join(member, tail, undefined);
+    const recovery = this.#recover(member.room, tail, resume);
+    if (!(recovery instanceof Promise)) return this.#join(member, tail, recovery);
+    return recovery.then((r) => this.#join(member, this.#tailOf(member.room), r));
+  }
+
+  /**
+   * Add an opened member to its room. A chat member first gets `welcome` (with the messages
+   * after its position, when it resumes), then everyone else in the room hears `join`, unless
+   * the room is over the presence limit: then the welcome lists a sample and the join is only
+   * counted. A member with more to catch up on than `--history` gets the rest right after its
+   * welcome, before anything new (see {@link CatchUps}).
+   */
+  #join(member: Member, tail: Tail, recovery: Recovery | undefined): undefined {
     if (this.#members.get(member.socket) !== member) return; // left before it could join
     let room = this.#rooms.get(member.room);
     if (!room) {
-      room = { raw: new Set(), chat: new Set() };
+      room = { name: member.room, raw: new Set(), chat: new Set() };
       this.#rooms.set(member.room, room);
     }
-    (member.mode === "raw" ? room.raw : room.chat).add(member.socket);
     const joined = this.#presence.join(member.room, member);
     const small = this.#crowds.changed(member.room);
-    if (member.mode === "chat") {
-      const { messages, recovered } = this.#history.after(member.room, since);
-      this.#queue(member, room, {
+    if (member.mode === "raw") room.raw.add(member.socket);
+    else {
+      // Messages delivered since the gap was read are in the tail now: add them.
+      const events = recovery!.events;
+      const last = events.at(-1)?.offset ?? recovery!.after;
+      for (const m of tail.recent) if (m.offset! > last) events.push(m);
+      const history = events.splice(0, this.#historySize);
+      const welcome: ServerEvent = {
         type: "welcome",
         id: member.id,
         name: member.name,
@@ -402,11 +447,20 @@ export class Hub {
         ...(small
           ? { members: this.membersOf(member.room) }
           : { members: this.#presence.members(member.room, PRESENCE_SAMPLE), partial: true }),
-        history: messages,
-        recovered,
-      });
+        epoch: tail.epoch,
+        offset: tail.head,
+        after: recovery!.after,
+        history,
+        recovered: recovery!.recovered,
+      };
+      if (events.length === 0) {
+        room.chat.add(member.socket);
+        this.#queue(member, room, welcome);
+      } else {
+        const lines = [JSON.stringify(welcome), ...events.map((e) => JSON.stringify(e))];
+        this.#catchUps.start(member.socket, member.room, lines);
+      }
     }
-    this.#history.occupied(member.room);
     if (small) this.#announce(room, joined, member.socket);
     this.#bus?.publish({
       t: "join",
@@ -416,17 +470,168 @@ export class Hub {
     });
   }
 
+  /** A member caught up on its gap: it joins its room's fan-out. */
+  #caughtUp(peer: Peer): void {
+    const member = this.#members.get(peer);
+    const room = member && this.#rooms.get(member.room);
+    if (room) room.chat.add(peer);
+  }
+
+  /**
+   * What a member gets on joining: the last `--history` messages, or everything after the
+   * position it resumes from, read from the store when it reaches back past the tail.
+   */
+  #recover(
+    roomName: string,
+    tail: Tail,
+    resume: Resume | undefined,
+  ): Recovery | Promise<Recovery> {
+    const latest = { after: tail.recentAfter, events: tail.recent.slice(), recovered: true };
+    if (resume === undefined) return latest;
+    let from: number;
+    if ("since" in resume) {
+      const seen = tail.find(resume.since);
+      if (seen === undefined) return { ...latest, recovered: false };
+      from = seen.offset!;
+    } else {
+      if (resume.epoch !== tail.epoch || resume.offset > tail.head) {
+        return { ...latest, recovered: false };
+      }
+      from = resume.offset;
+    }
+    const recovered = tail.lost === 0 || from > tail.lost;
+    if (from >= tail.recentAfter) {
+      return { after: from, events: tail.recent.filter((m) => m.offset! > from), recovered };
+    }
+    return this.#collect(roomName, tail, from, recovered);
+  }
+
+  /** Read a resuming member's gap from the store, up to where the tail's recent messages start. */
+  async #collect(roomName: string, tail: Tail, from: number, recovered: boolean) {
+    const events: MessageEvent[] = [];
+    let after = from;
+    let cursor = from;
+    while (cursor < tail.recentAfter) {
+      let page: StreamPage;
+      try {
+        page = await this.#store.read(roomName, { after: cursor, limit: RESUME_READ });
+      } catch (err) {
+        if (!(err instanceof Error)) throw err;
+        return { after: tail.recentAfter, events: tail.recent.slice(), recovered: false };
+      }
+      if (page.epoch !== tail.epoch) {
+        return { after: tail.recentAfter, events: tail.recent.slice(), recovered: false };
+      }
+      if (cursor === from && page.first > from + 1) {
+        // Trimmed: what is kept resumes at the oldest kept message.
+        recovered = false;
+        after = page.first - 1;
+      }
+      if (page.messages.length === 0) break;
+      events.push(...page.messages);
+      cursor = page.messages.at(-1)!.offset!;
+    }
+    return { after, events, recovered };
+  }
+
+  /** The tail of a room, made and loaded from the store for its first member here. */
+  #tailOf(roomName: string): Tail {
+    const tail = this.#tails.get(roomName);
+    if (tail) return tail;
+    const made = new Tail(this.#historySize);
+    this.#tails.set(roomName, made);
+    let page: StreamPage | Promise<StreamPage>;
+    try {
+      page = this.#store.read(roomName, { last: Math.max(1, this.#historySize) });
+    } catch (err) {
+      if (!(err instanceof Error)) throw err;
+      page = Promise.reject(err);
+    }
+    const load = (p: StreamPage) => {
+      if (this.#tails.get(roomName) !== made) return;
+      for (const m of made.load(p)) this.#deliver(roomName, m);
+      this.#fill(roomName, made);
+    };
+    if (!(page instanceof Promise)) load(page);
+    else {
+      const loading = page.then(load, (err: unknown) => {
+        if (!(err instanceof Error)) throw err;
+        // The store cannot be read (Redis down): start from nothing, nobody is recovered.
+        load({ epoch: "", offset: 0, first: 1, lost: 0, messages: [] });
+      }).finally(() => this.#loads.delete(made));
+      this.#loads.set(made, loading);
+    }
+    return made;
+  }
+
+  /** Nobody is in a room here any more, nor joining: stop following its stream. */
+  #forgetTail(roomName: string): void {
+    const tail = this.#tails.get(roomName);
+    if (tail) this.#loads.delete(tail);
+    this.#tails.delete(roomName);
+  }
+
+  /** A frame the store stored (or, for bytes, ordered): deliver it in its room's order. */
+  #stored(roomName: string, epoch: string, frame: Frame): void {
+    if (frame instanceof Uint8Array) {
+      const room = this.#rooms.get(roomName);
+      if (!room || room.raw.size === 0) return;
+      const whole = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
+      const data = (whole ? frame.buffer : frame.slice().buffer) as ArrayBuffer;
+      this.#outbox.sendAll(room.raw, data, data.byteLength);
+      return;
+    }
+    // Not stored (a full disk, the backplane down): delivered at once, outside the order.
+    if (frame.offset === undefined) return this.#deliver(roomName, frame);
+    const tail = this.#tails.get(roomName);
+    if (tail === undefined) return;
+    for (const m of tail.accept(epoch, frame)) this.#deliver(roomName, m);
+    this.#fill(roomName, tail);
+  }
+
+  /** A tail holds messages ahead of a gap: read the gap from the store, once at a time. */
+  #fill(roomName: string, tail: Tail): void {
+    const gap = tail.gap();
+    if (gap === undefined || tail.filling) return;
+    tail.filling = true;
+    const done = (page: StreamPage) => {
+      tail.filling = false;
+      if (this.#tails.get(roomName) !== tail) return;
+      for (const m of tail.fill(page, gap)) this.#deliver(roomName, m);
+      this.#fill(roomName, tail);
+    };
+    const page = this.#store.read(roomName, { after: gap.after, limit: gap.before - gap.after - 1 });
+    if (!(page instanceof Promise)) return done(page);
+    page.then(done, (err: unknown) => {
+      if (!(err instanceof Error)) throw err;
+      tail.filling = false; // tried again with the next message that comes in
+    });
+  }
+
+  /** The bus reconnected: messages may have been missed meanwhile; read them for every room. */
+  #catchUpTails(): void {
+    for (const [roomName, tail] of this.#tails) {
+      if (this.#loads.has(tail) || tail.filling) continue;
+      tail.filling = true;
+      void Promise.resolve(this.#store.read(roomName, { after: tail.head, limit: RESUME_READ }))
+        .then((page) => {
+          tail.filling = false;
+          if (this.#tails.get(roomName) !== tail) return;
+          for (const m of page.messages) {
+            for (const d of tail.accept(page.epoch, m)) this.#deliver(roomName, d);
+          }
+          this.#fill(roomName, tail);
+        }, (err: unknown) => {
+          if (!(err instanceof Error)) throw err;
+          tail.filling = false;
+        });
+    }
+  }
+
   /** Replay what another hub published to this hub's own peers. */
   #receive(m: BusMessage): void {
     if (m.node === this.node) return;
     switch (m.t) {
-      case "message":
-        return this.#deliver(m.room, m.event);
-      case "binary": {
-        const room = this.#rooms.get(m.room);
-        if (room) this.#outbox.sendAll(room.raw, m.data.buffer as ArrayBuffer, m.data.byteLength);
-        return;
-      }
       case "join":
         return this.#remote(m.room, this.#presence.remoteJoin(m.node, m.room, m.member));
       case "leave":
@@ -434,10 +639,10 @@ export class Hub {
       case "rename":
         return this.#remote(m.room, this.#presence.remoteRename(m.room, m.id, m.name, m.oldName));
       case "sync":
+        if (m.node === BACKPLANE_NODE) this.#catchUpTails();
         this.#bus?.publish({ t: "members", node: this.node, rooms: this.#presence.snapshot() });
         return;
       case "members":
-        for (const [room] of m.rooms) this.#history.occupied(room);
         for (const [room, change] of this.#presence.replaceNode(m.node, m.rooms)) {
           this.#remote(room, change);
         }
@@ -445,19 +650,15 @@ export class Hub {
       case "bye":
         for (const [room, change] of this.#presence.forgetNode(m.node)) this.#remote(room, change);
         return;
-      case "history":
-        return this.#history.replace(m.room, m.events);
     }
   }
 
   /**
    * Announce another hub's presence change here (or count it, in a room over the presence
-   * limit), and keep history's TTL in step with it.
+   * limit).
    */
   #remote(roomName: string, change: PresenceChange | undefined): void {
     if (change === undefined) return;
-    if (change.type === "join") this.#history.occupied(roomName);
-    if (change.type === "leave") this.#markIfEmpty(roomName);
     const small = change.type === "rename"
       ? !this.#crowds.has(roomName)
       : this.#crowds.changed(roomName);
@@ -471,18 +672,7 @@ export class Hub {
     if (room) this.#announce(room, event);
   }
 
-  /** Whether anyone is in `room` or about to be: its history must not expire. */
-  #occupied(room: string): boolean {
-    return this.#presence.occupied(room) || this.#watches.has(room);
-  }
-
-  /** Start a room's history TTL once nobody on any hub is in it. */
-  #markIfEmpty(room: string): void {
-    if (!this.#occupied(room)) this.#history.vacated(room);
-  }
-
   #deliver(roomName: string, event: MessageEvent): void {
-    this.#history.append(roomName, event);
     const room = this.#rooms.get(roomName);
     if (!room) return;
     if (room.raw.size > 0) this.#outbox.sendAll(room.raw, event.text, utf8Length(event.text));
@@ -491,14 +681,16 @@ export class Hub {
 
   /** Queue an event for every chat peer of a room but `except`. */
   #announce(room: Room, event: ServerEvent, except?: Peer): void {
-    if (room.chat.size === 0) return;
     const line = JSON.stringify(event);
+    this.#catchUps.toRoom(room.name, line, except);
+    if (room.chat.size === 0) return;
     this.#outbox.toRoom(room.chat, line, utf8Length(line), except);
   }
 
   /** Queue an event for one member only, keeping its place among the room's events. */
   #queue(member: Member, room: Room, event: ServerEvent): void {
     const line = JSON.stringify(event);
+    if (this.#catchUps.toPeer(member.socket, line)) return;
     // A joining member starts fresh: the room's pending events are already in its welcome.
     this.#outbox.toPeer(room.chat, member.socket, line, utf8Length(line), event.type === "welcome");
   }

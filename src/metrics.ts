@@ -52,6 +52,10 @@ export const C = {
   backplaneReconnects: 9,
   /** Bus messages not sent because Redis was unreachable. */
   backplaneDropped: 10,
+  /** Batches the stream store failed to write (a full disk, say). */
+  storeErrors: 11,
+  /** Messages delivered without being stored, so no resume will return them. */
+  unstored: 12,
 } as const;
 
 /**
@@ -60,7 +64,7 @@ export const C = {
  */
 const GAUGES = [C.rawConnections, C.chatConnections, C.backplaneOn, C.backplaneUp] as const;
 
-const DISCONNECT_BASE = 11;
+const DISCONNECT_BASE = 13;
 const REFUSE_BASE = DISCONNECT_BASE + DISCONNECT_REASONS.length;
 
 /** Numbers per row: the counters and gauges above, then one per disconnect and refuse reason. */
@@ -168,6 +172,18 @@ export class Metrics {
       "counter",
       "WebSocket upgrades refused before a socket was created, by reason.",
       REFUSE_REASONS.map((r, i) => [`{reason="${r}"}`, this.#sum(REFUSE_BASE + i)]),
+    );
+    metric(
+      "chorus_store_write_errors_total",
+      "counter",
+      "Batches of messages the stream store could not write (see the error log).",
+      [["", this.#sum(C.storeErrors)]],
+    );
+    metric(
+      "chorus_store_unstored_messages_total",
+      "counter",
+      "Messages delivered without being stored; no resume returns them.",
+      [["", this.#sum(C.unstored)]],
     );
     const backplane = this.backplane();
     if (backplane !== "off") {

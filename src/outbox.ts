@@ -69,6 +69,13 @@ export class Outbox {
     }
   }
 
+  /** Write one frame of `events` newline-joined events to a peer now, checked and counted. */
+  write(peer: Peer, frame: string, bytes: number, events: number): boolean {
+    if (!this.#send(peer, frame, bytes)) return false;
+    this.#row[C.delivered]! += events;
+    return true;
+  }
+
   /** Queue an event line for every peer of `room` (a room's chat peers) but `except`. */
   toRoom(room: Set<Peer>, line: string, bytes: number, except?: Peer): void {
     if (room.size === 0) return;

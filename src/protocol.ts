@@ -35,6 +35,12 @@ export interface MessageEvent {
   from: MemberInfo;
   text: string;
   ts: number;
+  /**
+   * The message's place in its room's stream: 1 more than the message before it. Absent on
+   * a message that could not be stored (a full disk, the backplane down), which no resume
+   * will return.
+   */
+  offset?: number;
 }
 
 /** Stable machine-readable error codes carried by `error` events. */
@@ -60,7 +66,19 @@ export type ServerEvent =
     members: MemberInfo[];
     /** Present when the room is over the presence limit: `members` is only a sample. */
     partial?: true;
+    /** The room's stream: its epoch and latest offset (0 for an empty stream). */
+    epoch: string;
+    offset: number;
+    /**
+     * `history`, and the `message` events that follow the welcome when a resume has more to
+     * catch up on than `--history`, are every kept message after this offset.
+     */
+    after: number;
     history: MessageEvent[];
+    /**
+     * True when the messages after the client's position (`?offset=&epoch=` or `?since=`) are
+     * all delivered, or the client asked for no position.
+     */
     recovered: boolean;
   }
   | MessageEvent

@@ -10,6 +10,7 @@ import { httpError, type HttpErrorCode } from "./http.ts";
 import type { LogFields } from "./log.ts";
 import type { RefuseReason } from "./metrics.ts";
 import { checkName, type Mode, negotiateMode, SUBPROTOCOL } from "./protocol.ts";
+import type { Resume } from "./tail.ts";
 
 /** One way an upgrade is refused. */
 export interface Refusal {
@@ -63,6 +64,12 @@ export const REFUSALS = {
     message: `only the "${SUBPROTOCOL}" subprotocol is supported`,
   },
   bad_name: { reason: "bad_name", status: 400, code: "invalid_name", message: "invalid name" },
+  bad_resume: {
+    reason: "bad_request",
+    status: 400,
+    code: "invalid_resume",
+    message: "resume with ?offset=N&epoch=E: N an integer of at least 0, E the welcome's epoch",
+  },
   no_token: {
     reason: "bad_token",
     status: 401,
@@ -122,8 +129,8 @@ export interface Admitted {
   readonly mode: Mode;
   /** The name asked for (`?name=`) or fixed by the token; a guest name when undefined. */
   readonly name: string | undefined;
-  /** The last message id the client saw (`?since=`), for recovery. */
-  readonly since: string | undefined;
+  /** Where the client resumes (`?offset=&epoch=`, or `?since=` a message id), for recovery. */
+  readonly resume: Resume | undefined;
   /** What the connection's token allows; undefined without authentication. */
   readonly grant: Grant | undefined;
 }
@@ -163,8 +170,9 @@ export function checkUpgrade(
     if (!check.ok) return { refused: "bad_name", message: check.message };
     name = check.name;
   }
-  const since = params.get("since") ?? undefined;
-  if (!checks.verify) return { room, mode, name, since, grant: undefined };
+  const resume = parseResume(params);
+  if (resume === null) return { refused: "bad_resume" };
+  if (!checks.verify) return { room, mode, name, resume, grant: undefined };
   const token = params.get("token");
   if (token === null || token === "") return { refused: "no_token", fields: { detail: "missing" } };
   return checks.verify(token).then((check): Admitted | Refused => {
@@ -175,8 +183,30 @@ export function checkUpgrade(
     if (!roomAllowed(grant.rooms, room)) {
       return { refused: "forbidden_room", fields: { sub: grant.sub, room } };
     }
-    return { room, mode, name: grant.name ?? name, since, grant };
+    return { room, mode, name: grant.name ?? name, resume, grant };
   });
+}
+
+/** Longest epoch a client may send back; chorus' own are 12 characters. */
+const MAX_EPOCH_LENGTH = 64;
+
+/**
+ * Where a client resumes: `?offset=N&epoch=E` (which wins), or `?since=ID`; undefined for
+ * neither, null when `offset` and `epoch` are malformed or one comes without the other.
+ */
+export function parseResume(params: URLSearchParams): Resume | undefined | null {
+  const offset = params.get("offset");
+  const epoch = params.get("epoch");
+  if (offset === null && epoch === null) {
+    const since = params.get("since");
+    return since === null ? undefined : { since };
+  }
+  if (offset === null || epoch === null || epoch === "" || epoch.length > MAX_EPOCH_LENGTH) {
+    return null;
+  }
+  const n = Number(offset);
+  if (!/^\d+$/.test(offset) || !Number.isSafeInteger(n)) return null;
+  return { epoch, offset: n };
 }
 
 /**

@@ -15,7 +15,7 @@ export class RoomWatches {
   /** Rooms whose {@link Bus.watch} has not resolved yet. */
   readonly #preparing = new Map<string, Promise<void>>();
 
-  /** With no bus, or one that carries every room, nothing is ever watched or waited for. */
+  /** With no bus, or one that carries every room, rooms are counted but never waited for. */
   constructor(bus: Bus | undefined) {
     this.#bus = bus?.watch ? bus : undefined;
   }
@@ -35,10 +35,9 @@ export class RoomWatches {
 
   /** Count a member of `room`; the first asks the bus for the room. */
   watch(room: string): void {
-    if (!this.#bus) return;
     const n = this.#members.get(room) ?? 0;
     this.#members.set(room, n + 1);
-    if (n > 0) return;
+    if (n > 0 || !this.#bus) return;
     const done = this.#bus.watch!(room).finally(() => {
       if (this.#preparing.get(room) === done) this.#preparing.delete(room);
     });
