@@ -10,6 +10,7 @@ import { type Config, ConfigError, parseConfig, tokenUsage, usage } from "./src/
 import { type BusFactory, createApp, redisBackplane } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
+import { StoreOpenError } from "./src/sqlite_store.ts";
 
 /** The hint under a bad flag; the full usage stays on `--help`. */
 const USAGE_HINT = "Run 'chorus --help' for usage.";
@@ -219,6 +220,10 @@ function exit(err: unknown, args: string[]): never {
   if (err instanceof StartError) {
     console.error(`chorus: ${err.message}`);
     Deno.exit(err.status);
+  }
+  if (err instanceof StoreOpenError) {
+    console.error(`chorus: ${err.message}`);
+    Deno.exit(2);
   }
   throw err;
 }

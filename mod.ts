@@ -41,18 +41,41 @@ export interface ChorusOptions {
    */
   basePath?: string;
   /**
-   * Chat messages kept per room and sent to a `chorus.v1` client on join; 0 disables history.
+   * The latest chat messages a `chorus.v1` client gets in its `welcome`; 0 sends none.
    * @default 50
    */
   history?: number;
   /**
-   * Seconds an empty room keeps its history, so a reload does not lose the conversation.
-   * @default 600
+   * Where rooms' streams are kept: `"sqlite"` in `dataDir` (survives restarts), `"memory"`
+   * (nothing on disk), or `"redis"` (the only one, and the default, with `redisUrl`). See
+   * `docs/operations.md#storage`.
+   * @default "sqlite"
    */
-  historyTtl?: number;
+  store?: "sqlite" | "memory" | "redis";
   /**
-   * Bytes all rooms' histories may use together; the least recently used rooms lose theirs
-   * first.
+   * Directory of the SQLite store, created if missing; your program needs read and write
+   * permission for it.
+   * @default "./data"
+   */
+  dataDir?: string;
+  /**
+   * Messages kept per room; older ones are trimmed.
+   * @default 10000
+   */
+  retainMessages?: number;
+  /**
+   * Days a message is kept (fractions allowed).
+   * @default 30
+   */
+  retainDays?: number;
+  /**
+   * Bytes of messages the SQLite store keeps in all; the oldest messages go first.
+   * @default 1073741824
+   */
+  retainBytes?: number;
+  /**
+   * Bytes the memory store's rooms may use together; the least recently written rooms lose
+   * their oldest messages first.
    * @default 67108864
    */
   historyMaxBytes?: number;

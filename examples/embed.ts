@@ -17,7 +17,10 @@ import { createChorus } from "../mod.ts";
 /** Where chorus is mounted in this app. */
 const BASE = "/ws";
 
-const chorus = await createChorus({ basePath: BASE, logLevel: "warn" });
+// Rooms' streams in memory: this example runs without file permissions. For conversations that
+// survive restarts, leave `store` out (SQLite in ./data) and grant --allow-read=./data
+// --allow-write=./data.
+const chorus = await createChorus({ basePath: BASE, logLevel: "warn", store: "memory" });
 
 /** True for the paths this app hands to chorus: the base itself and everything below it. */
 function isChorus(pathname: string): boolean {

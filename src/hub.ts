@@ -395,8 +395,12 @@ export class Hub {
     await this.#store.close();
   }
 
-  /** Write every queued chat event now (see {@link Outbox.flush}). */
+  /**
+   * Store and deliver what is pending in a store of this process, then write every queued
+   * chat event now (see {@link Outbox.flush}).
+   */
   flush(): void {
+    this.#store.flush?.();
     this.#outbox.flush();
   }
 

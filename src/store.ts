@@ -82,6 +82,11 @@ export interface StreamStore {
   subscribe(receive: Receive): void;
   /** Read a room's kept stream; synchronous for a store in this process. */
   read(room: string, query: StreamQuery): StreamPage | Promise<StreamPage>;
+  /**
+   * Only on a store in this process: store and hand out what is pending now rather than on
+   * the next turn (a hub's flush before closing its sockets, and tests over stub peers).
+   */
+  flush?(): void;
   /** Store what is pending, then let go of files and connections. */
   close(): void | Promise<void>;
 }

@@ -75,6 +75,9 @@ const state = {
   /** @type {Set<string>} ids of the last {@link MAX_SEEN_IDS} messages rendered */
   rendered: new Set(),
   /** @type {string | null} */ lastId: null,
+  /** @type {string | null} the room's stream epoch, from the welcome */ epoch: null,
+  /** @type {number | null} the offset of the last message shown, to resume after it */
+  offset: null,
   attempt: 0,
   welcomed: false,
   everWelcomed: false,
@@ -156,13 +159,18 @@ function setRoom(path) {
   if (document.activeElement !== ui.room) ui.room.value = room;
 }
 
-/** Build the socket URL: this page's path plus name, since and a passed-through token. */
+/**
+ * Build the socket URL: this page's path plus name, where to resume (the last offset shown, or
+ * the last message id from a server without offsets) and a passed-through token.
+ */
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const params = [];
   const name = storedName();
   if (name) params.push(`name=${encodeURIComponent(name)}`);
-  if (state.lastId !== null) params.push(`since=${encodeURIComponent(state.lastId)}`);
+  if (state.epoch !== null && state.offset !== null) {
+    params.push(`offset=${state.offset}`, `epoch=${encodeURIComponent(state.epoch)}`);
+  } else if (state.lastId !== null) params.push(`since=${encodeURIComponent(state.lastId)}`);
   const token = new URLSearchParams(location.search).get("token");
   if (token !== null) params.push(`token=${encodeURIComponent(token)}`);
   const query = params.length ? `?${params.join("&")}` : "";
@@ -244,6 +252,7 @@ function renderMessage(msg) {
     state.rendered = new Set([...state.rendered].slice(-MAX_SEEN_IDS));
   }
   state.lastId = id;
+  if (typeof msg.offset === "number") state.offset = Math.max(state.offset ?? 0, msg.offset);
   const own = state.myIds.has(msg.from?.id);
   const el = h("div", own ? "message own" : "message");
   el.dataset.id = id;
@@ -337,6 +346,12 @@ function onWelcome(ev) {
   if (document.activeElement !== ui.name) ui.name.value = ev.name;
   if (state.everWelcomed) addNotice("Reconnected.");
   if (state.sentSince && !ev.recovered) addNotice("Some messages may be missing.", "warning");
+  if (typeof ev.epoch === "string") {
+    // A new stream (or a resume from elsewhere): count from where this welcome starts.
+    if (ev.epoch !== state.epoch) state.offset = null;
+    state.epoch = ev.epoch;
+    state.offset = Math.max(state.offset ?? 0, ev.after ?? 0);
+  }
   for (const msg of ev.history) renderMessage(msg);
   state.everWelcomed = true;
   setStatus("open", "connected");
@@ -446,7 +461,7 @@ function cancelReconnect() {
 function connect() {
   cancelReconnect();
   if (state.ws) return;
-  state.sentSince = state.lastId !== null;
+  state.sentSince = state.lastId !== null || state.offset !== null;
   setStatus("connecting", "connecting…");
   let ws;
   try {

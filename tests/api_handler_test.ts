@@ -11,7 +11,7 @@ import { joinStub } from "./stub_peer.ts";
 const KEY = "handler-test-api-key-0123";
 
 function api(maxMessageBytes = 64) {
-  const hub = new Hub({ history: 10, historyTtlMs: 60_000 });
+  const hub = new Hub({ history: 10 });
   const logs: string[] = [];
   const handle = createApi({
     apiKey: KEY,
@@ -43,7 +43,7 @@ Deno.test("publish sends text to raw members as text and to chat members as a me
     headers: { "content-type": "text/plain; charset=utf-8" },
     body: "ACME 120",
   });
-  assert.deepEqual(await res.json(), { delivered: 2 });
+  assert.equal((await res.json()).delivered, 2);
   hub.flush();
   assert.deepEqual(raw.socket.sent, ["ACME 120"]);
   const [message] = chat.socket.events().filter((e) => e.type === "message");
@@ -62,7 +62,7 @@ Deno.test("publish of bytes reaches raw members only, as the same bytes", async 
     headers: { "content-type": "application/octet-stream" },
     body: new Uint8Array([0, 1, 255]),
   });
-  assert.deepEqual(await res.json(), { delivered: 1 });
+  assert.equal((await res.json()).delivered, 1);
   hub.flush();
   assert.deepEqual([...new Uint8Array(raw.socket.sent[0] as ArrayBuffer)], [0, 1, 255]);
   assert.deepEqual(chat.socket.events().filter((e) => e.type === "message"), []);

@@ -168,7 +168,7 @@ Deno.test("a body over --max-message-bytes gets 413, declared or streamed; one a
     assert.deepEqual(await failure(streamed), [413, "payload_too_large"]);
     const atLimit = await client.publish("/r", "é".repeat(50)); // 100 bytes of UTF-8
     assert.equal(atLimit.status, 200);
-    assert.deepEqual(await atLimit.json(), { delivered: 0 });
+    assert.equal((await atLimit.json()).delivered, 0);
   }, { maxMessageBytes: 100 });
 });
 
@@ -184,7 +184,7 @@ Deno.test("published text reaches raw clients as text and chat clients as a mess
     });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("content-type"), "application/json; charset=utf-8");
-    assert.deepEqual(await res.json(), { delivered: 2 });
+    assert.equal((await res.json()).delivered, 2);
     assert.equal(await raw.text(), "breaking: it works");
     const event = await chat.next("message");
     assert.deepEqual(event.from, { id: "server", name: "newsroom" });
@@ -192,7 +192,7 @@ Deno.test("published text reaches raw clients as text and chat clients as a mess
     assert.equal(typeof event.id, "string");
 
     const unnamed = await client.publish("/news", "second");
-    assert.deepEqual(await unnamed.json(), { delivered: 2 });
+    assert.equal((await unnamed.json()).delivered, 2);
     assert.deepEqual((await chat.next("message")).from, { id: "server", name: "server" });
     assert.equal(await raw.text(), "second");
 
@@ -216,7 +216,7 @@ Deno.test("a published octet-stream body reaches raw clients as a binary frame, 
     await waitFor(() => server.hub.connections === 2, "two connections");
     const bytes = new Uint8Array([0, 1, 2, 250, 255]);
     const res = await client.publish("/bin", bytes, "application/octet-stream");
-    assert.deepEqual(await res.json(), { delivered: 1 });
+    assert.equal((await res.json()).delivered, 1);
     const frame = await raw.frames.next("a binary frame");
     assert.ok(frame instanceof ArrayBuffer);
     assert.deepEqual(new Uint8Array(frame), bytes);
@@ -233,7 +233,7 @@ Deno.test("a published octet-stream body reaches raw clients as a binary frame, 
 Deno.test("a publish to an empty room delivers to nobody but is kept in its history", async () => {
   await withApi(async (server, client) => {
     const res = await client.publish("/quiet", "anyone?");
-    assert.deepEqual(await res.json(), { delivered: 0 });
+    assert.equal((await res.json()).delivered, 0);
     const { client: chat, welcome } = await chatClient(server.ws("/quiet"));
     assert.deepEqual(welcome.history.map((m: { text: string }) => m.text), ["anyone?"]);
     await chat.close();
@@ -245,7 +245,7 @@ Deno.test("a room given as /café reaches the clients of /caf%C3%A9", async () =
     const raw = await rawClient(server.ws("/caf%C3%A9"));
     await waitFor(() => server.hub.connections === 1, "one connection");
     const res = await client.publish("/café", "bonjour");
-    assert.deepEqual(await res.json(), { delivered: 1 });
+    assert.equal((await res.json()).delivered, 1);
     assert.equal(await raw.text(), "bonjour");
     await raw.close();
   });

@@ -46,7 +46,11 @@ const SAMPLES: Record<keyof Config, [string, unknown]> = {
   port: ["9090", 9090],
   hostname: ["127.0.0.1", "127.0.0.1"],
   history: ["7", 7],
-  historyTtl: ["60", 60],
+  store: ["memory", "memory"],
+  dataDir: ["/var/lib/chorus", "/var/lib/chorus"],
+  retainMessages: ["100", 100],
+  retainDays: ["0.5", 0.5],
+  retainBytes: ["1048576", 1048576],
   historyMaxBytes: ["1048576", 1048576],
   presenceLimit: ["5", 5],
   presenceInterval: ["0.25", 0.25],
@@ -77,7 +81,11 @@ const INVALID: Record<keyof Config, string[]> = {
   port: ["70000", "-1", "abc", "80.5", "1e3", "0x50", ""],
   hostname: ["   "],
   history: ["10001", "-3", "many"],
-  historyTtl: [String(7 * 24 * 3600 + 1), "1.5"],
+  store: ["disk", "SQLITE", ""],
+  dataDir: ["  "],
+  retainMessages: ["-1", "100000001", "1.5"],
+  retainDays: ["0", "36501", "1d", "-1"],
+  retainBytes: ["1048575", "1GiB"],
   historyMaxBytes: ["-1", String(16 * 1024 ** 3 + 1), "64MiB"],
   presenceLimit: ["-1", "10000001", "lots", "1.5"],
   presenceInterval: ["0", "0.001", "61", "1s", "-1", ".5", "1e2"],
@@ -126,7 +134,11 @@ Deno.test("no flags and no environment give exactly DEFAULTS", () => {
     port: 8080,
     hostname: "0.0.0.0",
     history: 50,
-    historyTtl: 600,
+    store: "sqlite",
+    dataDir: "./data",
+    retainMessages: 10_000,
+    retainDays: 30,
+    retainBytes: 1_073_741_824,
     historyMaxBytes: 67_108_864,
     presenceLimit: 1000,
     presenceInterval: 1,
@@ -167,8 +179,11 @@ Deno.test("every flag parses, as --flag VALUE and --flag=VALUE, and changes only
     for (const args of [[`--${o.flag}`, raw], [`--${o.flag}=${raw}`]]) {
       const config = serve(parseConfig([...args, ...withPartner(o.key)]));
       assert.deepEqual(config[o.key], value, `--${o.flag}`);
+      // A Redis backplane is also the store: --redis-url changes store to redis.
+      if (o.key === "redisUrl") assert.equal(config.store, "redis");
       for (const other of OPTIONS) {
         if (other.key === o.key || withPartner(o.key).length > 0) continue;
+        if (o.key === "redisUrl" && other.key === "store") continue;
         assert.deepEqual(config[other.key], DEFAULTS[other.key], `--${o.flag} left ${other.flag}`);
       }
     }
@@ -176,7 +191,8 @@ Deno.test("every flag parses, as --flag VALUE and --flag=VALUE, and changes only
 });
 
 Deno.test("all flags together (but one of the two exclusive JWT keys)", () => {
-  const together = OPTIONS.filter((o) => o.key !== "jwtPublicKey");
+  // --store memory is refused beside --redis-url (the stream then lives in Redis).
+  const together = OPTIONS.filter((o) => o.key !== "jwtPublicKey" && o.key !== "store");
   const args = together.flatMap((o) => [`--${o.flag}`, SAMPLES[o.key][0]]);
   const config = serve(parseConfig(args));
   for (const o of together) assert.deepEqual(config[o.key], SAMPLES[o.key][1], o.flag);

@@ -16,7 +16,12 @@ async function startEmbedded(): Promise<{
   origin: string;
   close: () => Promise<void>;
 }> {
-  const chorus = await createChorus({ basePath: "/ws", apiKey: KEY, logLevel: "error" });
+  const chorus = await createChorus({
+    basePath: "/ws",
+    apiKey: KEY,
+    logLevel: "error",
+    store: "memory",
+  });
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
     const { pathname } = new URL(req.url);
     if (pathname === "/ws" || pathname.startsWith("/ws/")) return chorus.handler(req, info);
@@ -135,7 +140,8 @@ Deno.test("createChorus refuses bad options with a ConfigError naming the option
   for (
     const [options, pattern] of [
       [{ rateBurst: 0 }, /^rateBurst: expected an integer from 1/],
-      [{ historyTtl: 1.5 }, /^historyTtl: expected an integer/],
+      [{ retainMessages: 1.5 }, /^retainMessages: expected an integer/],
+      [{ store: "redis" }, /^store: --store redis needs --redis-url/],
       [{ allowedOrigins: ["example.com"] }, /^allowedOrigins: "example.com" is not an origin/],
       [{ apiKey: "short" }, /^apiKey: must be at least 16 characters/],
       [{ basePath: "ws" }, /^basePath: expected a path like \/ws/],

@@ -110,7 +110,14 @@ export function startServer(
   overrides: Partial<Config> = {},
   options: { now?: () => number; jwtPublicKeyPem?: string } = {},
 ): TestServer {
-  const config: Config = { ...DEFAULTS, port: 0, hostname: "127.0.0.1", ...overrides };
+  // In memory unless a test asks for a store: servers of one run must not share ./data.
+  const config: Config = {
+    ...DEFAULTS,
+    port: 0,
+    hostname: "127.0.0.1",
+    store: "memory",
+    ...overrides,
+  };
   const logs: string[] = [];
   const log: Logger = createLogger({ level: "debug", format: "json", write: (l) => logs.push(l) });
   const app = createApp(config, { log, ...options });
@@ -370,10 +377,13 @@ export async function startMain(
   env: Record<string, string> = {},
   command: string[] = START_COMMAND,
 ): Promise<MainProcess> {
+  // In memory unless the test chooses a store: processes of one run must not share ./data.
+  const chosen = args.some((a) => a.startsWith("--store") || a.startsWith("--data-dir")) ||
+    "CHORUS_STORE" in env || "CHORUS_DATA_DIR" in env;
   const child = new Deno.Command(command[0]!, {
     args: [...command.slice(1), "--port", "0", "--hostname", "127.0.0.1", ...args],
     cwd: ROOT,
-    env,
+    env: chosen ? env : { CHORUS_STORE: "memory", ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();

@@ -417,7 +417,7 @@ Deno.test({
     : `the chat page under a base path (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
   ignore: !haveChromium,
   async fn() {
-    const chorus = await createChorus({ basePath: "/ws", logLevel: "error" });
+    const chorus = await createChorus({ basePath: "/ws", logLevel: "error", store: "memory" });
     const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
       const { pathname } = new URL(req.url);
       return pathname.startsWith("/ws/") ? chorus.handler(req, info) : new Response("app");

@@ -253,7 +253,7 @@ Deno.test("a message reaches everyone in the room, sender included, with id, fro
       a.say(text);
       const [ea, eb] = [await a.next("message"), await b.next("message")];
       assert.deepEqual(ea, eb);
-      assert.deepEqual(Object.keys(ea).sort(), ["from", "id", "text", "ts", "type"]);
+      assert.deepEqual(Object.keys(ea).sort(), ["from", "id", "offset", "text", "ts", "type"]);
       assert.deepEqual(ea.from, { id: wa.id, name: "Ada" });
       assert.equal(ea.text, text);
       assert.equal(typeof ea.ts, "number");
@@ -433,26 +433,25 @@ Deno.test("raw clients' text frames enter history", async () => {
   }
 });
 
-Deno.test("history survives the room emptying and is dropped after the TTL", async () => {
-  let clock = Date.now();
-  const server = await startServer({ historyTtl: 600 }, { now: () => clock });
+Deno.test("history survives the room emptying, with its offsets and epoch", async () => {
+  const clock = Date.now() - 5000;
+  const server = await startServer({}, { now: () => clock });
   try {
-    const { client: a } = await chatClient(server.ws("/ttl"));
+    const { client: a, welcome: w0 } = await chatClient(server.ws("/kept"));
+    assert.equal(w0.offset, 0, "an empty stream is at offset 0");
+    assert.equal(typeof w0.epoch, "string");
     const m0 = await sayAndSee(a, "before", a);
     assert.equal(m0.ts, clock, "ts comes from the hub's clock");
+    assert.equal(m0.offset, 1);
     await closeAll(server, a);
     assert.equal(server.hub.rooms, 0);
 
-    clock += 599_000;
-    const { client: b, welcome: w1 } = await chatClient(server.ws("/ttl"));
-    assert.deepEqual(w1.history.map((m: Event) => m.text), ["before"], "kept within the TTL");
+    const { client: b, welcome: w1 } = await chatClient(server.ws("/kept"));
+    assert.deepEqual(w1.history.map((m: Event) => [m.offset, m.text]), [[1, "before"]]);
+    assert.equal(w1.epoch, w0.epoch, "the same stream");
+    assert.equal(w1.offset, 1);
+    assert.equal(w1.after, 0);
     await closeAll(server, b);
-
-    clock += 601_000;
-    const { client: c, welcome: w2 } = await chatClient(server.ws(`/ttl?since=${m0.id}`));
-    assert.deepEqual(w2.history, [], "dropped after the TTL");
-    assert.equal(w2.recovered, false);
-    await closeAll(server, c);
   } finally {
     await server.close();
   }

@@ -6,7 +6,7 @@ import { createHandler, hasTraversal } from "../src/server.ts";
 import { rawClient, startServer, UPGRADE_HEADERS, waitFor } from "./helpers.ts";
 
 function inProcess() {
-  const hub = new Hub({ history: 0, historyTtlMs: 0 });
+  const hub = new Hub({ history: 0 });
   const lines: string[] = [];
   const handler = createHandler({
     config: { ...DEFAULTS },
