@@ -5,7 +5,7 @@
  * what happened; the others replay it to theirs. Nothing is published when there is no bus.
  * @module
  */
-import type { MessageEvent, Mode } from "./protocol.ts";
+import type { Mode } from "./protocol.ts";
 
 /** A member as the other hubs track it. */
 export interface RemoteMember {
@@ -16,10 +16,6 @@ export interface RemoteMember {
 
 /** What crosses the bus. `node` names the publishing hub, so it can ignore its own echo. */
 export type BusMessage =
-  /** A chat message (also a raw client's text frame): raw sockets get `text`, chat the event. */
-  | { t: "message"; node: string; room: string; event: MessageEvent }
-  /** A raw client's binary frame, for raw sockets only. */
-  | { t: "binary"; node: string; room: string; data: Uint8Array }
   | { t: "join"; node: string; room: string; member: RemoteMember }
   | { t: "leave"; node: string; room: string; id: string }
   | { t: "rename"; node: string; room: string; id: string; name: string; oldName: string }
@@ -28,12 +24,7 @@ export type BusMessage =
   /** Every member of the publishing hub, by room; replaces what was known of that node. */
   | { t: "members"; node: string; rooms: [room: string, members: RemoteMember[]][] }
   /** A hub is stopping, or stopped answering (heartbeat expired): its members are gone. */
-  | { t: "bye"; node: string }
-  /**
-   * A room's history as a bus that stores one (Redis) holds it, plus what crossed the bus while
-   * it was read: it replaces the hub's copy. Sent by the bus itself, from {@link Bus.watch}.
-   */
-  | { t: "history"; node: string; room: string; events: MessageEvent[] };
+  | { t: "bye"; node: string };
 
 /** A transport for {@link BusMessage}s; delivery is in order per publisher. */
 export interface Bus {
