@@ -101,18 +101,20 @@ export function metaKey(room: string): string {
  * old epoch is deleted), the event JSON without offset, messages kept (0: numbered, not kept),
  * the expiry of the room's keys in ms (0: none), the room channel, and the start of the published
  * JSON ({@link storedPrefix}). Returns `[epoch, offset]`. The published text is exactly what
- * {@link encodeRoom} makes of a `stored` message.
+ * {@link encodeRoom} makes of a `stored` message. The message is kept before the head moves, so
+ * a failing XADD (out of memory) leaves no offset behind that was given out but never kept.
  */
-export const APPEND_SCRIPT = `local epoch = redis.call('HGET', KEYS[1], 'epoch')
+export const APPEND_SCRIPT = `local meta = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+local epoch, offset = meta[1], tonumber(meta[2]) or 0
 if not epoch then
-  epoch = ARGV[1]
+  epoch, offset = ARGV[1], 0
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0)
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'head', 1)
+offset = offset + 1
 if tonumber(ARGV[3]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], string.format('%d-0', offset), 'e', ARGV[2])
 end
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', offset)
 if ARGV[4] == '0' then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
