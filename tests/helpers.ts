@@ -8,80 +8,16 @@ import { createApp } from "../src/app.ts";
 import type { Hub } from "../src/hub.ts";
 import { createLogger, type Logger } from "../src/log.ts";
 import { SUBPROTOCOL } from "../src/protocol.ts";
+import { Inbox, within } from "./events.ts";
 
-/** How long any single awaited event may take before a test fails instead of hanging. */
-export const EVENT_TIMEOUT_MS = 10_000;
-
-/**
- * `promise`, or a failure naming `label` after `timeoutMs` instead of a hung test. The timer
- * starts when this is called and is cleared once the promise settles.
- */
-export async function within<T>(
-  promise: Promise<T>,
-  label: string,
-  timeoutMs = EVENT_TIMEOUT_MS,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(
-          () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${label}`)),
-          timeoutMs,
-        )
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+export { EVENT_TIMEOUT_MS, Inbox, waitFor, within } from "./events.ts";
+export { freePort, redisMissing, type RedisServer, startRedis } from "./redis_server.ts";
 
 /** The Deno executable running the tests, for child processes. */
 export const DENO = Deno.execPath();
 
 /** Absolute path of the project root. */
 export const ROOT = new URL("..", import.meta.url).pathname;
-
-/** A queue whose `next()` resolves with the next pushed item, failing after a timeout. */
-export class Inbox<T> {
-  readonly #items: T[] = [];
-  readonly #waiters: {
-    resolve: (v: T) => void;
-    reject: (e: Error) => void;
-    timer: ReturnType<typeof setTimeout>;
-  }[] = [];
-
-  /** Number of items received and not yet taken. */
-  get size(): number {
-    return this.#items.length;
-  }
-
-  push(item: T): void {
-    const waiter = this.#waiters.shift();
-    if (waiter) {
-      clearTimeout(waiter.timer);
-      waiter.resolve(item);
-    } else {
-      this.#items.push(item);
-    }
-  }
-
-  next(label = "item", timeoutMs = EVENT_TIMEOUT_MS): Promise<T> {
-    if (this.#items.length > 0) return Promise.resolve(this.#items.shift()!);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${label}`));
-        }, timeoutMs),
-      };
-      this.#waiters.push(waiter);
-    });
-  }
-}
 
 /** The headers of a valid WebSocket upgrade, for requests made with `fetch` or by hand. */
 export const UPGRADE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
@@ -317,19 +253,6 @@ export async function upgradeOverTcp(
   }
 }
 
-/** Resolve once `predicate` holds, re-checking after each macrotask; fails after a timeout. */
-export async function waitFor(
-  predicate: () => boolean | Promise<boolean>,
-  label: string,
-  timeoutMs = EVENT_TIMEOUT_MS,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 /** `main.ts` run exactly as `deno task start` runs it, with the same permissions. */
 export const START_COMMAND = [
   DENO,
@@ -517,89 +440,4 @@ export async function runMain(
     env,
   });
   return { code, stdout, stderr };
-}
-
-/** A free TCP port on 127.0.0.1 (free when asked; another process could take it after). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-/**
- * Why Redis tests cannot run here, or undefined when `redis-server` is installed. Tests that
- * need it are registered as ignored with this reason in their name.
- */
-export async function redisMissing(): Promise<string | undefined> {
-  try {
-    const out = await new Deno.Command("redis-server", { args: ["--version"], stdout: "null" })
-      .output();
-    return out.success ? undefined : "redis-server --version failed";
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-    return "redis-server is not installed (.ci/run installs it with apt-get)";
-  }
-}
-
-/** A `redis-server` child without persistence, for backplane tests. */
-export interface RedisServer {
-  port: number;
-  /** `redis://127.0.0.1:PORT` */
-  url: string;
-  /** The server's process id while it runs. */
-  pid(): number | undefined;
-  /** Kill it at once (SIGKILL), as a crash would. */
-  kill(): Promise<void>;
-  /** Start it again on the same port, empty. */
-  restart(): Promise<void>;
-}
-
-/** Whether something on `port` answers a Redis PING. */
-async function answersPing(port: number): Promise<boolean> {
-  let conn: Deno.TcpConn;
-  try {
-    conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  } catch (err) {
-    if (err instanceof Deno.errors.ConnectionRefused) return false;
-    throw err;
-  }
-  try {
-    await conn.write(new TextEncoder().encode("PING\r\n"));
-    const buf = new Uint8Array(64);
-    const n = await conn.read(buf);
-    return n !== null && /^(\+PONG|-NOAUTH)/.test(new TextDecoder().decode(buf.subarray(0, n)));
-  } catch (err) {
-    if (err instanceof Deno.errors.ConnectionReset) return false;
-    throw err;
-  } finally {
-    conn.close();
-  }
-}
-
-/**
- * Start `redis-server` on a free port (or `port`), with extra `args` (e.g. `--requirepass`), and
- * wait until it answers PING (a `-NOAUTH` answer counts: it is up).
- */
-export async function startRedis(port = freePort(), args: string[] = []): Promise<RedisServer> {
-  let child: Deno.ChildProcess | undefined;
-  const start = async () => {
-    child = new Deno.Command("redis-server", {
-      args: [
-        ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        ...args,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    await waitFor(() => answersPing(port), `redis-server on port ${port}`);
-  };
-  const kill = async () => {
-    if (!child) return;
-    child.kill("SIGKILL");
-    await child.status;
-    child = undefined;
-  };
-  await start();
-  return { port, url: `redis://127.0.0.1:${port}`, pid: () => child?.pid, kill, restart: start };
 }
