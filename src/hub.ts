@@ -154,7 +154,7 @@ export class Hub {
         maxBytes: 64 * 1024 * 1024,
       }),
     });
-    this.#store.subscribe((room, epoch, frame) => this.#stored(room, epoch, frame));
+    this.#store.listen((room, epoch, frame) => this.#stored(room, epoch, frame));
     this.#crowds = new Crowds({
       limit: options.presenceLimit ?? Infinity,
       intervalMs: options.presenceIntervalMs ?? 1000,
@@ -604,7 +604,10 @@ export class Hub {
       for (const m of tail.fill(page, gap)) this.#deliver(roomName, m);
       this.#fill(roomName, tail);
     };
-    const page = this.#store.read(roomName, { after: gap.after, limit: gap.before - gap.after - 1 });
+    const page = this.#store.read(roomName, {
+      after: gap.after,
+      limit: gap.before - gap.after - 1,
+    });
     if (!(page instanceof Promise)) return done(page);
     page.then(done, (err: unknown) => {
       if (!(err instanceof Error)) throw err;

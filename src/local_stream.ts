@@ -109,7 +109,7 @@ export class LocalStream implements StreamStore {
     this.#timer ??= setTimeout(() => this.flush(), 0);
   }
 
-  subscribe(receive: Receive): void {
+  listen(receive: Receive): void {
     this.#receive = receive;
   }
 

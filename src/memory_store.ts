@@ -110,7 +110,12 @@ export class MemoryBackend implements Backend {
   #kept(room: string, now: number): Kept {
     let kept = this.#rooms.get(room);
     if (kept) this.#rooms.delete(room);
-    else kept = { state: { room, epoch: "", head: 0, lost: 0 }, messages: [], bytes: 0, written: 0 };
+    else {kept = {
+        state: { room, epoch: "", head: 0, lost: 0 },
+        messages: [],
+        bytes: 0,
+        written: 0,
+      };}
     kept.written = now;
     this.#rooms.set(room, kept);
     return kept;

@@ -10,7 +10,7 @@
  * @module
  */
 import { createClient } from "redis";
-import type { Bus, BusMessage } from "./bus.ts";
+import { BACKPLANE_NODE, type Bus, type BusMessage } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import { C, type Metrics } from "./metrics.ts";
 import type { MessageEvent } from "./protocol.ts";
@@ -169,8 +169,7 @@ for i = from, to, step do
 end
 return reply`;
 
-/** The `node` of messages the bus makes up itself (resync requests). */
-export const BACKPLANE_NODE = "redis";
+export { BACKPLANE_NODE };
 
 /**
  * What crosses the control channel: the bus's messages plus the heartbeat, which stays in this
@@ -392,22 +391,12 @@ export class RedisBus implements Bus, StreamStore {
     }
   }
 
-  /**
-   * Set the receiver of bus messages (a function of one parameter) or of room frames (a
-   * function of three, `(room, epoch, frame)`): {@link Bus} and {@link StreamStore} share the
-   * method's name, so the receiver's declared arity tells which one is meant.
-   */
-  subscribe(receive: ((message: BusMessage) => void) | Receive): void {
-    if (receive.length === 1) {
-      this.#receive = receive as (message: BusMessage) => void;
-    } else if (receive.length === 3) {
-      this.#receiveFrame = receive as Receive;
-    } else {
-      throw new TypeError(
-        `RedisBus.subscribe: expected (message) => … or (room, epoch, frame) => …, ` +
-          `got a function of ${receive.length} parameters`,
-      );
-    }
+  subscribe(receive: (message: BusMessage) => void): void {
+    this.#receive = receive;
+  }
+
+  listen(receive: Receive): void {
+    this.#receiveFrame = receive;
   }
 
   /**

@@ -77,9 +77,10 @@ export interface StreamStore {
   append(room: string, frame: Frame, done?: (result: Appended) => void): void;
   /**
    * Set the one receiver of stored frames. A store of one process calls it for every room; a
-   * shared store (Redis) only for the rooms its hub watches.
+   * shared store (Redis) only for the rooms its hub watches. (Not `subscribe`: the Redis
+   * backplane is a {@link Bus} too, whose `subscribe` takes presence messages.)
    */
-  subscribe(receive: Receive): void;
+  listen(receive: Receive): void;
   /** Read a room's kept stream; synchronous for a store in this process. */
   read(room: string, query: StreamQuery): StreamPage | Promise<StreamPage>;
   /**

@@ -37,7 +37,7 @@ Deno.test("each room numbers its messages from 1 and hands them out after one wr
   });
   const stream = new LocalStream({ backend: counting });
   const got: [string, number | undefined][] = [];
-  stream.subscribe((room, _epoch, frame) => {
+  stream.listen((room, _epoch, frame) => {
     if (!(frame instanceof Uint8Array)) got.push([room, frame.offset]);
   });
   for (const text of ["a", "b"]) stream.append("/x", msg(text));
@@ -82,7 +82,7 @@ Deno.test("a failed write delivers its messages unnumbered, marks the loss, and 
     onWriteError: (err, n) => errors.push(err && `${err.message} (${n})`),
   });
   const got: Frame[] = [];
-  stream.subscribe((_room, _epoch, frame) => got.push(frame));
+  stream.listen((_room, _epoch, frame) => got.push(frame));
   const done: unknown[] = [];
   stream.append("/r", msg("stored"), (r) => done.push(r));
   fail = false;
@@ -105,7 +105,7 @@ Deno.test("a failed write delivers its messages unnumbered, marks the loss, and 
 Deno.test("binary frames keep their place among a room's messages but are not stored", () => {
   const stream = new LocalStream({ backend: memory() });
   const got: string[] = [];
-  stream.subscribe((_r, _e, f) => got.push(f instanceof Uint8Array ? "bytes" : f.text));
+  stream.listen((_r, _e, f) => got.push(f instanceof Uint8Array ? "bytes" : f.text));
   stream.append("/r", msg("a"));
   stream.append("/r", new Uint8Array([1]));
   stream.append("/r", msg("b"));
