@@ -100,7 +100,11 @@ export class SqliteBackend implements Backend {
     makeDirectory(dir);
     const path = `${dir.replace(/\/+$/, "")}/chorus.db`;
     if (statOrUndefined(path)?.isDirectory) {
-      throw new StoreOpenError(path, "it is a directory, not a database file", "remove it");
+      throw new StoreOpenError(
+        path,
+        "it is a directory, not a database file",
+        "remove it or give another directory",
+      );
     }
     let db: DatabaseSync | undefined;
     try {
@@ -339,13 +343,15 @@ function openError(path: string, err: unknown): StoreOpenError {
       { cause: err },
     );
   }
-  const code = (err as { errcode?: number }).errcode ?? -1;
-  const remedy = (code & 0xff) === 26 // SQLITE_NOTADB
+  // SQLite's own words: errors of exec() carry no errcode, only the message.
+  const remedy = err instanceof Deno.errors.NotADirectory
+    ? "part of that path is a file: give a directory path"
+    : /file is not a database/.test(message)
     ? "move it away (a new database is then created) or give another directory"
-    : (code & 0xff) === 8 // SQLITE_READONLY
-    ? "make the file and its directory writable"
-    : (code & 0xff) === 11 // SQLITE_CORRUPT
+    : /malformed/.test(message)
     ? "it is damaged: move it away (a new database is then created) or restore a backup"
+    : /readonly/.test(message)
+    ? "make the file and its directory writable (chmod, chattr -i, or a read-write mount)"
     : "check that the directory and the file are readable and writable";
   return new StoreOpenError(path, message, remedy, { cause: err });
 }
