@@ -91,6 +91,9 @@ export function newNodeId(): string {
   return crypto.randomUUID().slice(0, 6);
 }
 
+/** Unnumbered message ids a hub remembers (see {@link Hub} `#unnumbered`). */
+const MAX_UNNUMBERED = 1000;
+
 /** Messages one store read asks for while a resuming member's gap is collected. */
 const RESUME_READ = 1000;
 
@@ -113,6 +116,8 @@ export class Hub {
   /** Tails whose first page the store has not answered yet. */
   readonly #loads = new Map<Tail, Promise<void>>();
   readonly #historySize: number;
+  /** Ids of the latest messages delivered unnumbered, so a late numbered copy is skipped. */
+  readonly #unnumbered = new Set<string>();
   readonly #outbox: Outbox;
   readonly #catchUps: CatchUps;
   readonly #slots: Slots<Peer>;
@@ -585,11 +590,20 @@ export class Hub {
       this.#outbox.sendAll(room.raw, data, data.byteLength);
       return;
     }
-    // Not stored (a full disk, the backplane down): delivered at once, outside the order.
-    if (frame.offset === undefined) return this.#deliver(roomName, frame);
+    if (frame.offset === undefined) {
+      // Not stored (a full disk, the backplane down or hung): delivered at once, outside the
+      // order. A hung backplane may number it later: that copy is not delivered again.
+      this.#unnumbered.add(frame.id);
+      if (this.#unnumbered.size > MAX_UNNUMBERED) {
+        this.#unnumbered.delete(this.#unnumbered.values().next().value!);
+      }
+      return this.#deliver(roomName, frame);
+    }
     const tail = this.#tails.get(roomName);
     if (tail === undefined) return;
-    for (const m of tail.accept(epoch, frame)) this.#deliver(roomName, m);
+    for (const m of tail.accept(epoch, frame)) {
+      if (this.#unnumbered.size === 0 || !this.#unnumbered.delete(m.id)) this.#deliver(roomName, m);
+    }
     this.#fill(roomName, tail);
   }
 

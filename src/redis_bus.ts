@@ -47,6 +47,13 @@ export const WATCH_TIMEOUT_MS = 2000;
  */
 export const READ_TIMEOUT_MS = 2000;
 
+/**
+ * Longest a message waits for Redis to number it before this instance delivers it to its own
+ * members unnumbered (as while Redis is down): a hung Redis must not silence every room. The
+ * hub skips the numbered copy if Redis takes the message after all.
+ */
+export const APPEND_TIMEOUT_MS = 2000;
+
 /** Reconnect backoff: doubles from the first delay up to the last, plus up to 20% jitter. */
 export const RECONNECT_BACKOFF_MS = [100, 2000] as const;
 
@@ -285,6 +292,8 @@ interface PendingAppend {
   /** `sent`: waiting for Redis; `stored`: Redis took it; `local`: deliver it here only. */
   state: "sent" | "stored" | "local";
   position: Position | null;
+  /** When it was sent, for {@link APPEND_TIMEOUT_MS}. */
+  at: number;
 }
 
 /** Delay before reconnect attempt `retries` (0-based). */
@@ -371,6 +380,7 @@ export class RedisBus implements Bus, StreamStore {
       client.connect().catch((err: unknown) => this.#failed(err));
     }
     this.#every(HEARTBEAT_MS, () => this.#heartbeat());
+    this.#every(APPEND_TIMEOUT_MS / 4, () => this.#expireAppends());
   }
 
   /** Presence to every instance (the control channel); nothing is queued while Redis is down. */
@@ -439,6 +449,7 @@ export class RedisBus implements Bus, StreamStore {
       done,
       state: "sent",
       position: null,
+      at: Date.now(),
     };
     this.#pending.push(op);
     if (this.#closed || !this.#up) {
@@ -600,6 +611,16 @@ export class RedisBus implements Bus, StreamStore {
         (err: unknown) => this.#failed(err),
       );
     }
+  }
+
+  /** Appends Redis has not answered for {@link APPEND_TIMEOUT_MS} go out here, unnumbered. */
+  #expireAppends(): void {
+    const cutoff = Date.now() - APPEND_TIMEOUT_MS;
+    for (const op of this.#pending) {
+      if (op.at > cutoff) break;
+      if (op.state === "sent") op.state = "local";
+    }
+    this.#drain();
   }
 
   /**

@@ -261,7 +261,8 @@ export const START_COMMAND = [
   "--unstable-net",
   "--allow-net",
   "--allow-env=PORT,CHORUS_*,REDIS_DEBUG_MAINTENANCE,REDIS_EMIT_DIAGNOSTICS",
-  "--allow-read=./src,./static",
+  "--allow-read=./src,./static,./data",
+  "--allow-write=./data",
   "main.ts",
 ];
 
@@ -301,8 +302,8 @@ export async function startMain(
   command: string[] = START_COMMAND,
 ): Promise<MainProcess> {
   // In memory unless the test chooses a store: processes of one run must not share ./data.
-  const chosen = args.some((a) => a.startsWith("--store") || a.startsWith("--data-dir")) ||
-    "CHORUS_STORE" in env || "CHORUS_DATA_DIR" in env;
+  const chosen = args.some((a) => /^--(store|data-dir|redis-url)/.test(a)) ||
+    "CHORUS_STORE" in env || "CHORUS_DATA_DIR" in env || "CHORUS_REDIS_URL" in env;
   const child = new Deno.Command(command[0]!, {
     args: [...command.slice(1), "--port", "0", "--hostname", "127.0.0.1", ...args],
     cwd: ROOT,

@@ -309,7 +309,9 @@ redisTest(
         headers: { "content-type": "text/plain" },
         body: "ACME 120.31",
       });
-      assert.deepEqual(await res.json(), { delivered: 1 }, "delivered counts this instance");
+      const answer = await res.json();
+      assert.equal(answer.delivered, 1, "delivered counts this instance");
+      assert.equal(answer.offset, 1, "the offset Redis gave it");
       assert.equal(await raw.text(), "ACME 120.31");
       assert.equal(await local.text(), "ACME 120.31");
       const message = await nextText(chat.client);
