@@ -9,7 +9,10 @@
 import { utf8Length } from "./metrics.ts";
 import type { Peer } from "./transport.ts";
 
-/** Largest frame of a catch-up, in bytes: many events, coalesced as room frames are. */
+/**
+ * Largest frame of a catch-up, in bytes (or half of `maxBufferedBytes`, when that is less):
+ * many events, coalesced as room frames are.
+ */
 export const CATCH_UP_CHUNK_BYTES = 64 * 1024;
 
 /** How often a catching-up socket is looked at to see whether it drained. */
@@ -120,7 +123,8 @@ export class CatchUps {
       if (peer.bufferedAmount > this.#options.maxBufferedBytes / 2) return;
       const start = catching.next;
       let bytes = 0;
-      while (catching.next < lines.length && bytes < CATCH_UP_CHUNK_BYTES) {
+      const chunk = Math.min(CATCH_UP_CHUNK_BYTES, this.#options.maxBufferedBytes / 2);
+      while (catching.next < lines.length && (bytes === 0 || bytes < chunk)) {
         bytes += utf8Length(lines[catching.next]!) + 1;
         catching.next++;
       }

@@ -33,7 +33,7 @@ Deno.test("PORT from the environment is used and --port wins over it", async () 
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-net", "--allow-env=PORT,CHORUS_*", "main.ts", "--hostname", "127.0.0.1"],
     cwd: new URL("..", import.meta.url).pathname,
-    env: { PORT: String(port) },
+    env: { PORT: String(port), CHORUS_STORE: "memory" },
     stdout: "piped",
     stderr: "null",
   }).spawn();

@@ -60,10 +60,11 @@ Deno.test("a room is watched once for its first member and let go after its last
   assert.equal(watches.has("/r"), false);
 });
 
-Deno.test("without a bus that watches, every room is always ready", () => {
+Deno.test("without a bus that watches, every room is always ready, and still counted", () => {
   const watches = new RoomWatches({ publish() {}, subscribe() {}, close() {} });
   watches.watch("/r");
   assert.equal(watches.ready("/r"), undefined);
-  assert.equal(watches.has("/r"), false);
+  assert.equal(watches.has("/r"), true, "the hub follows the room's stream while it has members");
   watches.unwatch("/r");
+  assert.equal(watches.has("/r"), false);
 });

@@ -52,7 +52,7 @@ Deno.test("an upgrade that passes is admitted with its room, mode, name and posi
     room: "/lobby",
     mode: "chat",
     name: "Ann",
-    since: "n1-5",
+    resume: { since: "n1-5" },
     grant: undefined,
   });
   const listed = await check(request("/r", { origin: "https://app.example" }), {
