@@ -10,6 +10,7 @@ import { type Config, ConfigError, parseConfig, tokenUsage, usage } from "./src/
 import { type BusFactory, createApp, redisBackplane } from "./src/app.ts";
 import { ListenError, startCluster } from "./src/cluster.ts";
 import { createLogger, type Logger } from "./src/log.ts";
+import { StoreOpenError } from "./src/sqlite_store.ts";
 
 /** The hint under a bad flag; the full usage stays on `--help`. */
 const USAGE_HINT = "Run 'chorus --help' for usage.";
@@ -93,6 +94,9 @@ async function serve(config: Config): Promise<void> {
       ? await startCluster(config, tls, jwtPublicKeyPem)
       : startSingle(config, tls, jwtPublicKeyPem, log, await redisBackplane(config, log));
   } catch (err) {
+    // The data directory cannot be used: a configuration error, before any client is served
+    // (with --workers the main thread opens the one store before it starts a worker).
+    if (err instanceof StoreOpenError) throw new StartError(err.message);
     if (!isListenError(err)) throw err;
     throw new StartError(
       `cannot listen on ${config.hostname}:${config.port}: ${err.message.split("\n")[0]}`,
