@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { LocalStream } from "../src/local_stream.ts";
 import { createLogger } from "../src/log.ts";
 import { MemoryBackend } from "../src/memory_store.ts";
-import { C, Metrics } from "../src/metrics.ts";
+import { C, clearGauges, Metrics, metricsTable } from "../src/metrics.ts";
 import type { MessageEvent } from "../src/protocol.ts";
 import type { Appended, Frame } from "../src/store.ts";
 import { type PostOptions, RemoteStream, StoreHost } from "../src/store_host.ts";
@@ -25,13 +25,19 @@ interface Setup {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-function setup(remotes = 2, options: PostOptions = {}): Setup {
+function memory(): MemoryBackend {
+  return new MemoryBackend({ retainMessages: 1000, retainMs: 3600_000, maxBytes: 1 << 24 });
+}
+
+function setup(
+  remotes = 2,
+  options: PostOptions = {},
+  backend = memory(),
+  row = new Metrics().row,
+): Setup {
   const logs: string[] = [];
   const log = createLogger({ level: "debug", format: "json", write: (l) => logs.push(l) });
-  const local = new LocalStream({
-    backend: new MemoryBackend({ retainMessages: 1000, retainMs: 3600_000, maxBytes: 1 << 24 }),
-  });
-  const row = new Metrics().row;
+  const local = new LocalStream({ backend });
   const host = new StoreHost(local, log, row, options);
   const heard: Heard[] = [];
   const streams = Array.from({ length: remotes }, (_, i) => {
@@ -197,4 +203,34 @@ Deno.test("a detached port (a crashed worker) stops hearing; what it sent is sti
   assert.deepEqual(s.heard[0]!.get("/x"), ["1:from the dead"]);
   channel.port2.close();
   await s[Symbol.asyncDispose]();
+});
+
+Deno.test("an append the store refuses goes out unnumbered, logged and counted in the host's row, which /metrics sums with the workers'", async () => {
+  // Two workers' rows, then the host's, as startCluster allocates them.
+  const table = metricsTable(3);
+  const [worker0, worker1] = [new Metrics(table, 0), new Metrics(table, 1)];
+  worker0.row[C.chatConnections] = 2;
+  class Unreadable extends MemoryBackend {
+    override room(room: string): never {
+      throw new Error(`cannot read ${room}\nsecond line`);
+    }
+  }
+  const backend = new Unreadable({ retainMessages: 10, retainMs: 60_000, maxBytes: 1 << 20 });
+  await using s = setup(2, {}, backend, new Metrics(table, 2).row);
+  const result = await new Promise<Appended>((resolve) =>
+    s.remotes[0]!.append("/e", message("lost"), resolve)
+  );
+  assert.equal(result, null);
+  await heardAll(s, "/e", 1);
+  assert.deepEqual(s.heard.map((h) => h.get("/e")), [["undefined:lost"], ["undefined:lost"]]);
+  assert.match(s.logs.join(), /store append failed.*cannot read \/e"/);
+  await assert.rejects(
+    s.remotes[1]!.read("/e", { last: 1 }),
+    /store read failed: cannot read \/e$/,
+  );
+  clearGauges(table, 0); // worker 0 crashed: its gauges go, the host's counters stay
+  const text = worker1.render(0);
+  assert.match(text, /^chorus_store_write_errors_total 1$/m);
+  assert.match(text, /^chorus_store_unstored_messages_total 1$/m);
+  assert.match(text, /^chorus_connections\{mode="chat"\} 0$/m);
 });
