@@ -51,7 +51,7 @@ export interface PostOptions {
  * Messages for one port, posted together at the end of the turn: a worker hears one batch of
  * the store (one write, often hundreds of frames) in one post rather than one each.
  */
-class Outbox<T> {
+class PortQueue<T> {
   #queue: T[] = [];
   #scheduled = false;
   readonly #batch: boolean;
@@ -89,7 +89,7 @@ export class StoreHost {
   readonly #log: Logger;
   readonly #row: Float64Array;
   readonly #options: PostOptions;
-  readonly #ports = new Map<MessagePort, Outbox<FromHost>>();
+  readonly #ports = new Map<MessagePort, PortQueue<FromHost>>();
   #closed = false;
 
   /**
@@ -113,7 +113,7 @@ export class StoreHost {
    */
   attach(port: MessagePort): void {
     if (this.#closed) throw new Error("attach to a closed store host");
-    const out = new Outbox<FromHost>(port, this.#options);
+    const out = new PortQueue<FromHost>(port, this.#options);
     this.#ports.set(port, out);
     port.onmessage = (e: MessageEvent<ToHost[]>) => {
       for (const m of e.data) this.#handle(out, m);
@@ -141,7 +141,7 @@ export class StoreHost {
     return this.#store.close();
   }
 
-  #handle(out: Outbox<FromHost>, m: ToHost): void {
+  #handle(out: PortQueue<FromHost>, m: ToHost): void {
     if (!this.#ports.has(out.port)) return;
     switch (m.t) {
       case "append":
@@ -158,7 +158,7 @@ export class StoreHost {
     }
   }
 
-  #append(out: Outbox<FromHost>, room: string, frame: Frame, id: number | undefined): void {
+  #append(out: PortQueue<FromHost>, room: string, frame: Frame, id: number | undefined): void {
     const done = id === undefined ? undefined : (result: Appended) => {
       if (this.#ports.has(out.port)) out.push({ t: "done", id, result });
     };
@@ -181,7 +181,7 @@ export class StoreHost {
     }
   }
 
-  #read(out: Outbox<FromHost>, id: number, room: string, query: StreamQuery): void {
+  #read(out: PortQueue<FromHost>, id: number, room: string, query: StreamQuery): void {
     let page: StreamPage;
     try {
       page = this.#store.read(room, query);
@@ -206,7 +206,7 @@ export const CLOSE_TIMEOUT_MS = 2_000;
  * numbered and stored there; every room's stored frames come back in the one order.
  */
 export class RemoteStream implements StreamStore {
-  readonly #out: Outbox<ToHost>;
+  readonly #out: PortQueue<ToHost>;
   readonly #dones = new Map<number, (result: Appended) => void>();
   readonly #reads = new Map<number, { resolve(p: StreamPage): void; reject(e: Error): void }>();
   #nextId = 1;
@@ -216,7 +216,7 @@ export class RemoteStream implements StreamStore {
 
   /** `port` is the worker's end of the channel the host attached the other end of. */
   constructor(port: MessagePort, options: PostOptions = {}) {
-    this.#out = new Outbox<ToHost>(port, options);
+    this.#out = new PortQueue<ToHost>(port, options);
     port.onmessage = (e: MessageEvent<FromHost[]>) => {
       for (const m of e.data) this.#handle(m);
     };
