@@ -94,6 +94,9 @@ async function serve(config: Config): Promise<void> {
       ? await startCluster(config, tls, jwtPublicKeyPem)
       : startSingle(config, tls, jwtPublicKeyPem, log, await redisBackplane(config, log));
   } catch (err) {
+    // The data directory cannot be used: a configuration error, before any client is served
+    // (with --workers the main thread opens the one store before it starts a worker).
+    if (err instanceof StoreOpenError) throw new StartError(err.message);
     if (!isListenError(err)) throw err;
     throw new StartError(
       `cannot listen on ${config.hostname}:${config.port}: ${err.message.split("\n")[0]}`,

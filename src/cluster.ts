@@ -1,7 +1,12 @@
 /**
  * `--workers N`: the main thread starts N workers (`src/worker.ts`) that listen on the same
  * port with `SO_REUSEPORT`, so the kernel spreads connections over them, and whose hubs form
- * one over a `BroadcastChannel`. Metrics and connection limits live in shared memory.
+ * one over a `BroadcastChannel`, which carries presence only. Messages go through the one
+ * stream store the main thread owns and serves to every worker over a `MessagePort` of its own
+ * (`src/store_host.ts`): one sequencer, so one order per room on every worker. With
+ * `--redis-url` the backplane is the store instead, and there is no host. Metrics and
+ * connection limits live in shared memory; the metrics table has a row for the host after the
+ * workers' rows.
  *
  * A worker that crashes once the cluster runs is logged at error level and cleaned up after
  * (its members leave on the other workers, its connection-limit counts and connection gauges
@@ -14,7 +19,9 @@ import type { BusMessage } from "./bus.ts";
 import type { Config } from "./config.ts";
 import { limiterTable, releaseWorker } from "./limiter.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { clearGauges, metricsTable } from "./metrics.ts";
+import { clearGauges, Metrics, metricsTable } from "./metrics.ts";
+import { openStore } from "./open_store.ts";
+import { StoreHost } from "./store_host.ts";
 import type { FromWorker, ToWorker } from "./worker.ts";
 
 /** A worker could not listen; `main.ts` reports it like a failed listen of its own. */
@@ -76,6 +83,8 @@ type Listening = Extract<FromWorker, { type: "listening" }>;
 /** One thread in a worker's place: the first, or a replacement after a crash. */
 interface Run {
   worker: Worker;
+  /** The main thread's end of its channel to the store host; none with `--redis-url`. */
+  store?: MessagePort | undefined;
   /** Its hub's id on the bus, once it listens. */
   node?: string;
   /** Resolved when the thread is gone: it stopped, crashed, failed or was terminated. */
@@ -100,7 +109,9 @@ function describe(e: ErrorEvent): string {
 /**
  * Start `config.workers` workers one after the other (the first picks the port when it is
  * 0); rejects with the first worker's error if one cannot listen. `jwtPublicKeyPem` is the
- * already checked `--jwt-public-key` file, handed to every worker.
+ * already checked `--jwt-public-key` file, handed to every worker. The stream store is opened
+ * first, so a data directory that cannot be used throws its `StoreOpenError` before any
+ * worker starts.
  */
 export async function startCluster(
   config: Config,
@@ -114,7 +125,12 @@ export async function startCluster(
   const restartWindowMs = options.restartWindowMs ?? RESTART_WINDOW_MS;
   const stopTimeoutMs = options.stopTimeoutMs ?? STOP_TIMEOUT_MS;
   const onGiveUp = options.onGiveUp ?? (() => Deno.exit(CRASH_LOOP_EXIT_CODE));
-  const metrics = metricsTable(config.workers);
+  // Without Redis the main thread keeps the store, and counts its write errors in a row of
+  // its own, after the workers' rows (which keep their indexes, for clearGauges and limits).
+  const hosted = config.redisUrl === undefined;
+  const metrics = metricsTable(config.workers + (hosted ? 1 : 0));
+  const hostRow = new Metrics(metrics, config.workers).row;
+  const host = hosted ? new StoreHost(openStore(config, log, hostRow), log, hostRow) : undefined;
   const limiter = limiterTable(config.workers);
   const busName = `chorus-${crypto.randomUUID()}`;
   /** The workers' bus, opened by the main thread only to say `bye` for a crashed worker. */
@@ -132,15 +148,20 @@ export async function startCluster(
     run.worker.terminate();
     run.fail(new ListenError("the worker stopped before it listened"));
     run.markExited();
+    if (run.store) host?.detach(run.store);
     if (slot.run === run) slot.run = undefined;
   };
 
   const spawn = (slot: Slot): Promise<Listening> => {
     const worker = new Worker(workerUrl, { type: "module", name: `chorus-worker-${slot.index}` });
+    // Attached before the worker starts, so that it hears every frame stored from then on.
+    const channel = host ? new MessageChannel() : undefined;
+    if (channel) host!.attach(channel.port1);
     return new Promise<Listening>((resolve, reject) => {
       let markExited!: () => void;
       const run: Run = {
         worker,
+        store: channel?.port1,
         exited: new Promise<void>((r) => markExited = r),
         fail: reject,
         markExited: () => markExited(),
@@ -178,8 +199,9 @@ export async function startCluster(
         busName,
         tls,
         jwtPublicKeyPem,
+        store: channel?.port2,
       };
-      worker.postMessage(start);
+      worker.postMessage(start, channel ? [channel.port2] : []);
     });
   };
 
@@ -248,6 +270,9 @@ export async function startCluster(
       }
       for (const s of late) gone(s, s.run!);
       bus?.close();
+      // Last: the workers' appends have reached it (each one's store waits for that when it
+      // closes), and whatever is still pending is stored now.
+      await host?.close();
     })();
     return stopping;
   };
@@ -258,6 +283,7 @@ export async function startCluster(
     stopping = Promise.resolve();
     for (const slot of slots) if (slot.run) gone(slot, slot.run);
     bus?.close();
+    await host?.close();
     throw err;
   }
   return { hostname, port, stop };

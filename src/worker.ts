@@ -9,6 +9,7 @@ import { createApp, redisBackplane } from "./app.ts";
 import { BroadcastChannelBus } from "./bus.ts";
 import type { Config } from "./config.ts";
 import { createLogger } from "./log.ts";
+import { RemoteStream } from "./store_host.ts";
 
 /** Messages from the main thread. */
 export type ToWorker =
@@ -27,6 +28,11 @@ export type ToWorker =
     tls?: { cert: string; key: string } | undefined;
     /** The `--jwt-public-key` PEM, read once by the main thread. */
     jwtPublicKeyPem?: string | undefined;
+    /**
+     * This worker's end of its channel to the main thread's store host; none with
+     * `--redis-url`, whose backplane is the store.
+     */
+    store?: MessagePort | undefined;
   }
   | { type: "stop" };
 
@@ -64,6 +70,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
     log,
     jwtPublicKeyPem: m.jwtPublicKeyPem,
     bus,
+    store: m.store && new RemoteStream(m.store),
     shared: {
       metrics: m.metrics,
       index: m.index,

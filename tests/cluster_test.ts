@@ -78,6 +78,41 @@ Deno.test("with --workers 2, presence and history span workers", async () => {
   });
 });
 
+Deno.test("with --workers 2, chat senders on both workers: every member hears one order, consecutive offsets, each sender's order kept", async () => {
+  await withWorkers(["--store", "memory"], async (_main, ws) => {
+    // The kernel picks each connection's worker: connect until both have members, and a few.
+    const members: Member[] = [];
+    while (members.length < 6 || new Set(members.map(nodeOf)).size < 2) {
+      assert.ok(members.length < 40, "40 clients all landed on one worker");
+      members.push(await chatClient(ws(`/order?name=s${members.length}`)));
+    }
+    const perSender = 40;
+    const total = members.length * perSender;
+    const logs = members.map(async ({ client }) => {
+      const log: string[] = [];
+      while (log.length < total) {
+        const m = await client.until("message");
+        log.push(`${m.offset}|${m.text}`);
+      }
+      return log;
+    });
+    members.forEach(({ client }, i) => {
+      for (let k = 0; k < perSender; k++) client.say(`${i}:${k}`);
+    });
+    const [first, ...rest] = await Promise.all(logs);
+    for (const log of rest) assert.deepEqual(log, first, "every member, on either worker, agrees");
+    const offsets = first!.map((e) => Number(e.split("|")[0]));
+    assert.deepEqual(offsets, offsets.map((_, j) => offsets[0]! + j), "consecutive offsets");
+    const next = new Array(members.length).fill(0);
+    for (const e of first!) {
+      const [from, k] = e.split("|")[1]!.split(":").map(Number) as [number, number];
+      assert.equal(k, next[from], `sender ${from}'s order`);
+      next[from]++;
+    }
+    await Promise.all(members.map((m) => m.client.close()));
+  });
+});
+
 Deno.test("with --workers 2, --max-connections holds for the whole process", async () => {
   await withWorkers(["--max-connections", "10"], async (main, ws) => {
     const clients: Client[] = [];
