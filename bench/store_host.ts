@@ -36,7 +36,7 @@ const TEXT = "x".repeat(100);
 async function sendAndCount(run: Omit<Run, "port">, remote: RemoteStream): Promise<number> {
   let heard = 0;
   const all = new Promise<void>((resolve) => {
-    remote.subscribe(() => {
+    remote.listen(() => {
       if (++heard === run.messages) resolve();
     });
   });

@@ -101,7 +101,7 @@ export class StoreHost {
     this.#log = log;
     this.#row = row;
     this.#options = options;
-    store.subscribe((room, epoch, frame) => {
+    store.listen((room, epoch, frame) => {
       const message: FromHost = { t: "frame", room, epoch, frame };
       for (const out of this.#ports.values()) out.push(message);
     });
@@ -230,7 +230,7 @@ export class RemoteStream implements StreamStore {
     this.#out.push({ t: "append", room, frame, id });
   }
 
-  subscribe(receive: Receive): void {
+  listen(receive: Receive): void {
     this.#receive = receive;
   }
 

@@ -46,7 +46,7 @@ function setup(
     const remote = new RemoteStream(channel.port2, options);
     const mine: Heard = new Map();
     heard[i] = mine;
-    remote.subscribe((room, _epoch, frame) => {
+    remote.listen((room, _epoch, frame) => {
       const list = mine.get(room) ?? [];
       mine.set(room, list);
       list.push(describe(frame));
