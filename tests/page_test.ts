@@ -332,6 +332,7 @@ Deno.test({
         // the reload could have sent it again.
         await say(a, "end of the reload check");
         await expectMessage(b, "end of the reload check", "Ada", false);
+        await expectMessage(a, "end of the reload check", "Ada", true);
         const ids = (await b.evaluate(messageList)).map((m) => m.id);
         const marker = ids.pop();
         assert.deepEqual(ids, after.map((m) => m.id));
