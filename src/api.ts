@@ -184,6 +184,16 @@ export const DEFAULT_HISTORY_PAGE = 100;
 /** Most messages one page of `GET /api/rooms/history` may ask for. */
 export const MAX_HISTORY_PAGE = 1000;
 
+/** The `limit` query parameter of a paged endpoint, or the error response to answer instead. */
+function limitParam(url: URL, fallback: number, max: number): number | Response {
+  const raw = url.searchParams.get("limit");
+  const limit = raw === null ? fallback : Number(raw);
+  if (!/^\d+$/.test(raw ?? "1") || limit < 1 || limit > max) {
+    return httpError(400, "bad_request", `limit must be an integer from 1 to ${max}`);
+  }
+  return limit;
+}
+
 /** An offset query parameter: null when absent, NaN when it is not an integer of at least 0. */
 function offsetParam(url: URL, name: string): number | null {
   const raw = url.searchParams.get(name);
@@ -200,11 +210,8 @@ function offsetParam(url: URL, name: string): number | null {
 async function roomHistory(hub: Hub, url: URL): Promise<Response> {
   const room = roomParam(url);
   if (room instanceof Response) return room;
-  const rawLimit = url.searchParams.get("limit");
-  const limit = rawLimit === null ? DEFAULT_HISTORY_PAGE : Number(rawLimit);
-  if (!/^\d+$/.test(rawLimit ?? "1") || limit < 1 || limit > MAX_HISTORY_PAGE) {
-    return httpError(400, "bad_request", `limit must be an integer from 1 to ${MAX_HISTORY_PAGE}`);
-  }
+  const limit = limitParam(url, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE);
+  if (limit instanceof Response) return limit;
   const after = offsetParam(url, "after");
   const before = offsetParam(url, "before");
   if (Number.isNaN(after) || Number.isNaN(before)) {
@@ -227,11 +234,8 @@ async function roomHistory(hub: Hub, url: URL): Promise<Response> {
 function listMembers(hub: Hub, url: URL): Response {
   const room = roomParam(url);
   if (room instanceof Response) return room;
-  const rawLimit = url.searchParams.get("limit");
-  const limit = rawLimit === null ? DEFAULT_MEMBERS_PAGE : Number(rawLimit);
-  if (!/^\d+$/.test(rawLimit ?? "1") || limit < 1 || limit > MAX_MEMBERS_PAGE) {
-    return httpError(400, "bad_request", `limit must be an integer from 1 to ${MAX_MEMBERS_PAGE}`);
-  }
+  const limit = limitParam(url, DEFAULT_MEMBERS_PAGE, MAX_MEMBERS_PAGE);
+  if (limit instanceof Response) return limit;
   const after = url.searchParams.get("after") ?? undefined;
   const { count, members, next } = hub.memberPage(room, after, limit);
   return json({ room, count, members, next });
