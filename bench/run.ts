@@ -46,8 +46,11 @@ const RSS_SAMPLE_MS = 100;
 /** A load generator above this share of one core may be what limits the figures. */
 const SATURATED = 0.9;
 const GROUPS = ["fanout", "chat", "idle", "stall", "storm", "rooms", "restart"] as const;
-/** chorus' local stores (`--store`); `--stores` picks which the fan-out and rooms run on. */
-const STORES = ["sqlite", "memory"] as const;
+/**
+ * chorus' local stores (`--store`); `--stores` picks which the fan-out and rooms run on.
+ * `none` passes no store flag at all: for a `--chorus-dir` from before issue #13.
+ */
+const STORES = ["sqlite", "memory", "none"] as const;
 /** Members per load-generator process in the many-rooms case (every one parses payloads). */
 const ROOM_MEMBERS_PER_LOADGEN = 1000;
 /** The room the restart case's client joins, and how much history its `welcome` carries. */
@@ -118,9 +121,9 @@ in the same run.
   --storm-window N     reconnects in flight per load generator in the storm (default 0:
                        all at once)
   --stores LIST        chorus' stores: sqlite (in a fresh temporary --data-dir per case),
-                       memory. The fan-out and rooms groups run on each (ratios
-                       sqlite/memory when both); the other groups on the first (default
-                       sqlite)
+                       memory, none (no store flag: a --chorus-dir from before issue #13).
+                       The fan-out and rooms groups run on each (ratios sqlite/memory when
+                       both); the other groups on the first (default sqlite)
   --rooms N            rooms of 2 chorus.v1 members chatting in the rooms group (default 1000)
   --room-rates LIST    messages per second each member sends, one step each, until the
                        server falls behind (default 1,2,5,10,20)
@@ -418,7 +421,8 @@ function storeArgs(bin: Binaries, store: Store, dir: string | null, extra: strin
   return [
     ...runtime,
     "main.ts",
-    ...["--store", store, ...(dir === null ? [] : ["--data-dir", dir])],
+    ...(store === "none" ? [] : ["--store", store]),
+    ...(dir === null ? [] : ["--data-dir", dir]),
     ...extra,
     ...bin.chorus.slice(at + 1),
   ];
