@@ -1788,7 +1788,12 @@ function medianOf(runs: Metrics[]): Metrics {
       out[k] = median(vals as number[]);
     } else if (vals.length > 0 && vals.every((v) => Array.isArray(v) && typeof v[0] === "number")) {
       const lists = vals as number[][];
-      out[k] = lists[0].map((_, i) => median(lists.map((l) => l[i] ?? NaN)) ?? NaN);
+      // Runs may differ in length (the rooms case stops stepping when the server falls behind).
+      const longest = Math.max(...lists.map((l) => l.length));
+      out[k] = Array.from(
+        { length: longest },
+        (_, i) => median(lists.map((l) => l[i] ?? NaN)) ?? NaN,
+      );
     } else {
       out[k] = [...new Set(vals.flatMap((v) => Array.isArray(v) ? v.map(String) : [String(v)]))];
     }
