@@ -23,8 +23,8 @@
  *   is ready.
  *
  * The parent (bench/run.ts) drives it with one JSON command per line on stdin and reads one
- * JSON answer per line on stdout: connect, ready, settle, start, mark, stall, resume, stop,
- * report, storm, quit.
+ * JSON answer per line on stdout: connect, ready, settle, start, rate, mark, stall, resume,
+ * stop, report, storm, quit.
  * It exits when stdin closes, so it never outlives the bench.
  * @module
  */
@@ -48,7 +48,9 @@ import readline from "node:readline";
  * @property {number} size payload text bytes
  * @property {number} window most unacknowledged messages in flight
  * @property {boolean} stall the last sampled connection is the one `stall` pauses
- * @property {number} rate all-to-all: messages per second each connection sends (0: fan-out)
+ * @property {number} rate all-to-all: messages per second each connection sends (0: fan-out);
+ *   with `roomSize` each connection talks to its own room only, and latency counts the other
+ *   members' messages only (not a sender's own echo)
  * @property {number} concurrency upgrades in flight while connecting
  * @property {number} deadlineMs hard limit on this process' life
  */
@@ -137,6 +139,7 @@ class Conn {
     /** @type {Map<number, number>} next expected sequence number per sender */
     this.next = new Map();
     this.maxSeq = -1;
+    this.offset = 0; // the highest chorus.v1 `offset` it has seen
     // all-to-all sending
     this.sent = 0;
     this.nextSend = 0;
@@ -247,6 +250,10 @@ const HIST_BUCKETS = 2000;
 const hist = new Uint32Array(HIST_BUCKETS);
 let histCount = 0;
 let histOn = false;
+function resetLatency() {
+  hist.fill(0);
+  histCount = 0;
+}
 function recordLatency(ms) {
   const us = ms * 1000;
   const i = us <= 1 ? 0 : Math.min(HIST_BUCKETS - 1, Math.floor(Math.log(us) * 100));
@@ -367,7 +374,8 @@ function onPayloadText(c, text) {
   }
   if (sender === 0 && seq > c.maxSeq) c.maxSeq = seq;
   c.got++;
-  if (histOn && c.kind === SAMPLE) recordLatency(now - sentAt);
+  const own = cfg.roomSize > 0 && cfg.rate > 0 && sender === c.index;
+  if (histOn && c.kind === SAMPLE && !own) recordLatency(now - sentAt);
 }
 
 /** Parse one kept data message; returns the number of events it carried. */
@@ -390,6 +398,7 @@ function onMessage(c, op, data) {
     }
     if (ev.type === "message") {
       c.msgs++;
+      if (typeof ev.offset === "number" && ev.offset > c.offset) c.offset = ev.offset;
       onPayloadText(c, ev.text);
     } else if (ev.type === "welcome") welcomed(c);
     else if (ev.type === "error") noteError(`error event ${ev.code}`);
@@ -692,7 +701,34 @@ function totals() {
     msgs += c.msgs;
     if (!c.gone) open++;
   }
-  return { subs, open, frames, events, msgs, ready: readyN, welcomes: welcomeN, welcomeBytes };
+  return {
+    subs,
+    open,
+    frames,
+    events,
+    msgs,
+    ready: readyN,
+    welcomes: welcomeN,
+    welcomeBytes,
+    stored: stored(),
+  };
+}
+
+/**
+ * Messages the server stored, as far as sampled `chorus.v1` members can tell: the sum over the
+ * rooms of this process of the highest `offset` any member of the room has seen (a fresh store
+ * numbers each room's messages 1, 2, 3, …). 0 without `roomSize` or sampled connections.
+ */
+function stored() {
+  if (cfg.roomSize <= 0) return 0;
+  const rooms = new Map();
+  for (const c of sampledConns) {
+    const room = Math.floor(c.index / cfg.roomSize);
+    rooms.set(room, Math.max(rooms.get(room) ?? 0, c.offset));
+  }
+  let sum = 0;
+  for (const v of rooms.values()) sum += v;
+  return sum;
 }
 
 function lastFrameWatch() {
@@ -728,10 +764,15 @@ function sampleReport() {
   return out;
 }
 
-/** All-to-all: messages sent by this process' clients that `c` has not (yet) seen. */
+/**
+ * All-to-all: messages sent by this process' clients (of `c`'s room, with `roomSize`) that `c`
+ * has not (yet) seen.
+ */
 function missingAllToAll(c) {
   let missing = 0;
+  const room = cfg.roomSize > 0 ? Math.floor(c.index / cfg.roomSize) : -1;
   for (const s of conns) {
+    if (room !== -1 && Math.floor(s.index / cfg.roomSize) !== room) continue;
     missing += Math.max(0, s.sent - (c.next.get(s.index) ?? 0));
   }
   return missing;
@@ -850,10 +891,25 @@ const commands = {
     }
     return {};
   },
-  mark({ window }) {
-    if (window === "begin") histOn = true;
+  mark({ window, reset = false }) {
+    if (window === "begin") {
+      if (reset) resetLatency();
+      histOn = true;
+    }
     if (window === "end") histOn = false;
-    return { t: performance.now(), cpuUs: cpu(), ...totals() };
+    const latency = { count: histCount, p50: percentile(0.5), p99: percentile(0.99) };
+    let sent = 0;
+    for (const c of conns) sent += c.sent;
+    return { t: performance.now(), cpuUs: cpu(), sent, latency, ...totals() };
+  },
+  /** All-to-all: send `rate` messages per second per connection from now on. */
+  rate({ rate }) {
+    cfg.rate = rate;
+    if (a2aTimer) {
+      clearInterval(a2aTimer);
+      startAllToAll();
+    }
+    return {};
   },
   stall() {
     staller?.sock.pause();

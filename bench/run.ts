@@ -6,10 +6,15 @@
  *   deno task bench --full       larger rooms, ~19k idle connections, 3 runs each (medians)
  *   deno task bench --only idle,storm   issue #12: chat rooms of any size (idle, one room;
  *                                       the reconnect storm)
+ *   deno task bench --only fanout,rooms,restart --stores sqlite,memory
+ *                                       issue #13: what the durable store costs (fan-out and
+ *                                       many small rooms on SQLite against memory; a restart
+ *                                       over 1,000 rooms of kept messages)
  *   deno task bench --help       every flag
  *
  * Prints Markdown tables (each figure with its ratio to `ws`) and writes
- * bench/results/latest.json. Everything listens and connects on loopback only, every phase has
+ * bench/results/latest.json. chorus runs with the SQLite store (its default) in a fresh
+ * temporary `--data-dir` per case, deleted after it, unless `--stores` says otherwise. Everything listens and connects on loopback only, every phase has
  * a time limit, and every process it starts is killed when it ends or is interrupted.
  *
  * bench/deno.json only repeats the root's `lineWidth`: bench/package.json (for `ws`) makes
@@ -40,9 +45,19 @@ const PHASE_MS = 180_000;
 const RSS_SAMPLE_MS = 100;
 /** A load generator above this share of one core may be what limits the figures. */
 const SATURATED = 0.9;
-const GROUPS = ["fanout", "chat", "idle", "stall", "storm"] as const;
+const GROUPS = ["fanout", "chat", "idle", "stall", "storm", "rooms", "restart"] as const;
+/**
+ * chorus' local stores (`--store`); `--stores` picks which the fan-out and rooms run on.
+ * `none` passes no store flag at all: for a `--chorus-dir` from before issue #13.
+ */
+const STORES = ["sqlite", "memory", "none"] as const;
+/** Members per load-generator process in the many-rooms case (every one parses payloads). */
+const ROOM_MEMBERS_PER_LOADGEN = 1000;
+/** The room the restart case's client joins, and how much history its `welcome` carries. */
+const RESTART_HISTORY = 50;
 
 type Group = typeof GROUPS[number];
+type Store = typeof STORES[number];
 /**
  * chorus; the classic Node `ws` example (the baseline); the naive Deno hub; bare Deno sockets
  * (idle only: what `Deno.upgradeWebSocket` costs with chorus' heartbeat and no code of ours).
@@ -69,6 +84,13 @@ interface Options {
   stallSubs: number;
   storm: number;
   stormWindow: number;
+  stores: Store[];
+  rooms: number;
+  roomRates: number[];
+  restartRooms: number;
+  restartMessages: number;
+  restartDir: string | null;
+  cpuProf: string | null;
   chorusDir: string;
   chorusArgs: string[];
   out: string;
@@ -82,7 +104,8 @@ in the same run.
   --full               larger scenarios: 10,000 subscribers, 19,000 idle connections,
                        1,000 subscribers and 20 s in the stall, 10 s windows, 3 runs
   --runs N             runs of each case; tables show medians (quick 1, full 3)
-  --only LIST          scenario groups: fanout, chat, idle, stall, storm (default all)
+  --only LIST          scenario groups: fanout, chat, idle, stall, storm, rooms, restart
+                       (default all)
   --servers LIST       chorus, ws, deno (naive Deno hub), bare (bare Deno sockets,
                        idle only); default all
   --warmup S           seconds of load before each window (quick 1, full 2)
@@ -97,6 +120,20 @@ in the same run.
   --storm N            clients in the reconnect storm's one room (default 10000)
   --storm-window N     reconnects in flight per load generator in the storm (default 0:
                        all at once)
+  --stores LIST        chorus' stores: sqlite (in a fresh temporary --data-dir per case),
+                       memory, none (no store flag: a --chorus-dir from before issue #13).
+                       The fan-out and rooms groups run on each (ratios sqlite/memory when
+                       both); the other groups on the first (default sqlite)
+  --rooms N            rooms of 2 chorus.v1 members chatting in the rooms group (default 1000)
+  --room-rates LIST    messages per second each member sends, one step each, until the
+                       server falls behind (default 1,2,5,10,20)
+  --restart-rooms N    rooms of the restart group's store (default 1000)
+  --restart-messages N kept messages per room there (quick 1000, full 10000: 10 M messages,
+                       about 2.5 minutes to build)
+  --restart-dir DIR    build that store in DIR and keep it, or reuse the one already there
+                       (default: a temporary directory, deleted at the end)
+  --cpu-prof DIR       write a V8 CPU profile of every chorus case into DIR (chorus is
+                       stopped with SIGTERM so that it can write it)
   --chorus-dir DIR     the chorus checkout to run (default this one), e.g. a git worktree
                        of an older commit, to measure what a change bought
   --chorus-args=ARGS   extra chorus flags, space-separated: --chorus-args="--workers 2"
@@ -123,6 +160,13 @@ function parseOptions(args: string[]): Options {
       stall: { type: "string" },
       storm: { type: "string" },
       "storm-window": { type: "string" },
+      stores: { type: "string" },
+      rooms: { type: "string" },
+      "room-rates": { type: "string" },
+      "restart-rooms": { type: "string" },
+      "restart-messages": { type: "string" },
+      "restart-dir": { type: "string" },
+      "cpu-prof": { type: "string" },
       "chorus-dir": { type: "string" },
       "chorus-args": { type: "string" },
       out: { type: "string" },
@@ -178,6 +222,17 @@ function parseOptions(args: string[]): Options {
     stallSubs: full ? 1000 : 100,
     storm: Math.round(num("storm", values.storm, 10000, 1, 19000)),
     stormWindow: Math.round(num("storm-window", values["storm-window"], 0, 0, 19000)),
+    stores: values.stores === undefined ? ["sqlite"] : words("stores", values.stores, STORES),
+    rooms: Math.round(num("rooms", values.rooms, 1000, 1, 9000)),
+    roomRates: values["room-rates"] === undefined
+      ? [1, 2, 5, 10, 20]
+      : values["room-rates"].split(",").map((x) => num("room-rates", x, 0, 0.1, 1000)),
+    restartRooms: Math.round(num("restart-rooms", values["restart-rooms"], 1000, 1, 100_000)),
+    restartMessages: Math.round(
+      num("restart-messages", values["restart-messages"], full ? 10_000 : 1000, 10, 100_000),
+    ),
+    restartDir: values["restart-dir"] ?? null,
+    cpuProf: values["cpu-prof"] ?? null,
     chorusDir: (values["chorus-dir"] ?? ROOT).replace(/\/?$/, "/"),
     chorusArgs: values["chorus-args"]?.trim().split(/\s+/).filter((w) => w !== "") ?? [],
     out: values.out ?? `${BENCH}results/latest.json`,
@@ -188,6 +243,8 @@ function parseOptions(args: string[]): Options {
 
 /** Every child process started, so that any exit path kills them all. */
 const children = new Set<Deno.ChildProcess>();
+/** Temporary directories (chorus' data dirs) still to delete, whatever way the bench ends. */
+const tempDirs = new Set<string>();
 
 function killAll(): void {
   for (const child of children) {
@@ -196,6 +253,19 @@ function killAll(): void {
     } catch { /* already gone */ }
   }
   children.clear();
+  for (const dir of tempDirs) removeDir(dir);
+}
+
+/** Delete a temporary directory; a failure is reported, not fatal. */
+function removeDir(dir: string): void {
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) {
+      console.error(`bench: could not delete ${dir}: ${err instanceof Error ? err.message : err}`);
+    }
+  }
+  tempDirs.delete(dir);
 }
 
 function spawn(
@@ -319,6 +389,43 @@ interface Binaries {
   /** The checkout chorus runs from (its working directory). */
   chorusDir: string;
   node: string;
+  /** Where chorus writes V8 CPU profiles (`--cpu-prof`), or null for none. */
+  cpuProf: string | null;
+}
+
+/** How one chorus process keeps rooms' streams. */
+interface ChorusSetup {
+  store: Store;
+  /** The SQLite store's directory, kept; without it a fresh temporary one, deleted at stop. */
+  dataDir?: string;
+  /** More chorus flags, after the store's. */
+  extra?: string[];
+}
+
+/**
+ * chorus' `deno` arguments for one store: `--store`, and for SQLite `--data-dir DIR` with read
+ * and write permission for DIR added to those the checkout's `start` task grants.
+ */
+function storeArgs(bin: Binaries, store: Store, dir: string | null, extra: string[]): string[] {
+  const at = bin.chorus.indexOf("main.ts");
+  const runtime = bin.chorus.slice(0, at);
+  if (dir !== null) {
+    for (const name of ["read", "write"]) {
+      const flag = `--allow-${name}`;
+      const i = runtime.findIndex((w) => w === flag || w.startsWith(`${flag}=`));
+      if (i === -1) runtime.splice(1, 0, `${flag}=${dir}`);
+      else if (runtime[i] !== flag) runtime[i] += `,${dir}`;
+    }
+  }
+  if (bin.cpuProf !== null) runtime.splice(1, 0, "--cpu-prof", `--cpu-prof-dir=${bin.cpuProf}`);
+  return [
+    ...runtime,
+    "main.ts",
+    ...(store === "none" ? [] : ["--store", store]),
+    ...(dir === null ? [] : ["--data-dir", dir]),
+    ...extra,
+    ...bin.chorus.slice(at + 1),
+  ];
 }
 
 /**
@@ -348,16 +455,40 @@ class Server {
     readonly kind: ServerKind,
     readonly proc: Deno.ChildProcess,
     readonly port: number,
+    /** `performance.now()` just before the spawn, and when the listening line came. */
+    readonly spawnedAt: number,
+    readonly listeningAt: number,
+    /** A temporary data directory to delete once the server is gone, or null. */
+    readonly tempDir: string | null,
+    readonly gentle: boolean,
   ) {}
 
   get pid(): number {
     return this.proc.pid;
   }
 
-  /** Start a server on a free loopback port; resolves once it says it is listening. */
-  static async start(kind: ServerKind, bin: Binaries): Promise<Server> {
+  /**
+   * Start a server on a free loopback port; resolves once it says it is listening. chorus
+   * needs `setup`: its store (SQLite in a fresh temporary directory unless one is given).
+   */
+  static async start(kind: ServerKind, bin: Binaries, setup?: ChorusSetup): Promise<Server> {
+    let tempDir: string | null = null;
+    let chorus = bin.chorus;
+    if (kind === "chorus") {
+      const store = setup?.store ?? "sqlite";
+      let dir: string | null = null;
+      if (store === "sqlite") {
+        dir = setup?.dataDir ?? null;
+        if (dir === null) {
+          dir = tempDir = await Deno.makeTempDir({ prefix: "chorus-bench-data-" });
+          tempDirs.add(tempDir);
+        }
+      }
+      chorus = storeArgs(bin, store, dir, setup?.extra ?? []);
+    }
+    const spawnedAt = performance.now();
     const proc = kind === "chorus"
-      ? spawn(Deno.execPath(), bin.chorus, "null", bin.chorusDir)
+      ? spawn(Deno.execPath(), chorus, "null", bin.chorusDir)
       : kind === "deno"
       ? spawn(Deno.execPath(), ["run", "--allow-net", `${BENCH}deno-server.ts`, "0"], "null")
       : kind === "bare"
@@ -367,11 +498,15 @@ class Server {
       ], "null")
       : spawn(bin.node, [`${BENCH}ws-server.mjs`, "0"], "null");
     const lines: string[] = [];
+    let listeningAt = 0;
     const port = new Promise<number>((resolve) => {
       readLines(proc.stdout, (line) => {
         keep(lines, line);
         const m = line.match(/listening on http:\/\/127\.0\.0\.1:(\d+)\//);
-        if (m) resolve(Number(m[1]));
+        if (m) {
+          listeningAt = performance.now();
+          resolve(Number(m[1]));
+        }
       });
     });
     readLines(proc.stderr, (line) => keep(lines, line));
@@ -379,18 +514,46 @@ class Server {
       throw new Error(`${kind} exited (${s.code}) before listening: ${lines.join(" | ")}`);
     });
     exited.catch(() => {}); // awaited only through the race below
-    return new Server(
-      kind,
-      proc,
-      await withTimeout(Promise.race([port, exited]), 30_000, `${kind} start`),
-    );
+    try {
+      const listening = await withTimeout(Promise.race([port, exited]), 120_000, `${kind} start`);
+      const gentle = kind === "chorus" && bin.cpuProf !== null;
+      return new Server(kind, proc, listening, spawnedAt, listeningAt, tempDir, gentle);
+    } catch (err) {
+      if (tempDir !== null) {
+        try {
+          proc.kill("SIGKILL");
+        } catch { /* gone */ }
+        await proc.status;
+        removeDir(tempDir);
+      }
+      throw err;
+    }
   }
 
+  /**
+   * Kill the server and delete its temporary data directory. With `--cpu-prof`, chorus gets
+   * SIGTERM and 20 s to close and write its profile first.
+   */
   async stop(): Promise<void> {
-    try {
-      this.proc.kill("SIGKILL");
-    } catch { /* gone */ }
-    await this.proc.status;
+    if (this.gentle) {
+      try {
+        this.proc.kill("SIGTERM");
+      } catch { /* gone */ }
+      const timer = setTimeout(() => {
+        console.error("bench: chorus did not exit within 20 s of SIGTERM; killed");
+        try {
+          this.proc.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 20_000);
+      await this.proc.status;
+      clearTimeout(timer);
+    } else {
+      try {
+        this.proc.kill("SIGKILL");
+      } catch { /* gone */ }
+      await this.proc.status;
+    }
+    if (this.tempDir !== null) removeDir(this.tempDir);
   }
 }
 
@@ -485,9 +648,15 @@ interface Snapshot {
   loadgens: Answer[];
 }
 
-async function snapshot(server: Server, loadgens: Loadgen[], window?: string): Promise<Snapshot> {
+/** `reset`: the latency histograms start afresh at this "begin" (one per step of a case). */
+async function snapshot(
+  server: Server,
+  loadgens: Loadgen[],
+  window?: string,
+  reset = false,
+): Promise<Snapshot> {
   const [answers, cpu, machine] = await Promise.all([
-    Promise.all(loadgens.map((l) => l.send("mark", { window }))),
+    Promise.all(loadgens.map((l) => l.send("mark", { window, reset }))),
     cpuSeconds(server.pid),
     machineBusy(),
   ]);
@@ -618,11 +787,16 @@ interface Case {
   mode: Mode;
   /** Tells two cases of one server and mode apart (the idle `chorus.v1` room sizes). */
   variant?: string;
+  /** chorus' store (chorus only). */
+  store?: Store;
+  /** The case starts (and stops) its servers itself: `ctx.server` is not set for it. */
+  selfStarted?: boolean;
   run: (ctx: Context) => Promise<Metrics>;
 }
 
 interface Context {
   server: Server;
+  bin: Binaries;
   /** Cores the server can use: 1, or chorus' `--workers`. */
   serverCores: number;
   runtime: Runtime;
@@ -1239,6 +1413,261 @@ function stall(subs: number, stallSec: number, mode: Mode): Case["run"] {
   };
 }
 
+/**
+ * Many small rooms (issue #13): `rooms` rooms of 2 `chorus.v1` members, each member sending to
+ * its room at a steady rate, stepped through `rates` (messages per second per member) until the
+ * server falls behind (stores less than 90% of what is offered). Every member parses every
+ * payload: latency is from a send until the other member receives it, and the messages stored
+ * are read from the offsets members see (the sum over rooms of the highest one: a fresh store
+ * numbers each room 1, 2, 3, …), checked at the end against every message sent.
+ */
+function manyRooms(rooms: number, rates: number[]): Case["run"] {
+  return async (ctx) => {
+    const { server, opts } = ctx;
+    const procs = Math.max(1, Math.ceil(rooms * 2 / ROOM_MEMBERS_PER_LOADGEN));
+    const lgs = startLoadgens(
+      ctx,
+      split(rooms, procs).map((n, k) => ({
+        port: server.port,
+        path: `/rooms-${k}`,
+        roomSize: 2,
+        chat: true,
+        size: 64,
+        window: 0,
+        publisher: false,
+        subs: 0,
+        sampled: n * 2,
+        rate: rates[0]!,
+        concurrency: 64,
+      })),
+    );
+    const t0 = performance.now();
+    const opened = await connectAll(lgs, PHASE_MS);
+    const ready = await allReady(lgs, PHASE_MS - (performance.now() - t0));
+    const settled = await allQuiet(lgs, 500, 60_000);
+    const setupSec = (performance.now() - t0) / 1000 - settled.quietSec;
+    const errors = connectErrors(opened);
+    if (ready.timedOut || ready.ready < rooms * 2) {
+      errors.push(`setup: ${ready.ready} of ${rooms * 2} members welcomed`);
+    }
+    const steps: {
+      rate: number;
+      offered: number;
+      sent: number;
+      stored: number;
+      delivered: number;
+      p50: number;
+      p99: number;
+      serverCpu: number;
+      loadgenCpuMax: number;
+      othersCpu: number;
+    }[] = [];
+    const warnings: string[] = [];
+    await Promise.all(lgs.map((l) => l.send("start")));
+    for (const [i, rate] of rates.entries()) {
+      if (i > 0) await Promise.all(lgs.map((l) => l.send("rate", { rate })));
+      await sleep(opts.warmup * 1000);
+      const a = await snapshot(server, lgs, "begin", true);
+      await sleep(opts.measure * 1000);
+      const b = await snapshot(server, lgs, "end");
+      const w = windowOf(a, b);
+      const perSec = (key: "stored" | "sent") =>
+        a.loadgens.reduce((sum, x, j) => {
+          const y = b.loadgens[j];
+          return sum + (y[key] - x[key]) / ((y.t - x.t) / 1000);
+        }, 0);
+      const worst = (key: "p50" | "p99") =>
+        Math.max(...b.loadgens.map((y) => y.latency[key] ?? NaN));
+      const step = {
+        rate,
+        offered: rooms * 2 * rate,
+        sent: perSec("sent"),
+        stored: perSec("stored"),
+        delivered: w.deliveriesPerSec,
+        p50: worst("p50"),
+        p99: worst("p99"),
+        serverCpu: w.serverCpu,
+        loadgenCpuMax: Math.max(...w.loadgenCpu),
+        othersCpu: w.othersCpu,
+      };
+      steps.push(step);
+      console.error(
+        `  ${rate} msg/s per member: offered ${n0(step.offered)}/s, sent ${n0(step.sent)}/s, ` +
+          `stored ${n0(step.stored)}/s, p99 ${fmt(step.p99, 1)} ms, server ${
+            pct(step.serverCpu)
+          }, loadgen max ${pct(step.loadgenCpuMax)}`,
+      );
+      if (step.loadgenCpuMax >= SATURATED) {
+        warnings.push(`${rate} msg/s per member: ${saturation([step.loadgenCpuMax])[0]}`);
+      }
+      if (step.stored < step.offered * 0.9) break; // fallen behind: the next step would too
+    }
+    const stops = await Promise.all(lgs.map((l) => l.send("stop", { drainMs: 30_000 }, 60_000)));
+    const end = await Promise.all(lgs.map((l) => l.send("report")));
+    const sent = stops.reduce((s, x) => s + x.sent, 0);
+    const stored = end.reduce((s, x) => s + x.stored, 0);
+    if (stored !== sent) {
+      errors.push(`members saw offsets up to ${n0(stored)} in all, for ${n0(sent)} messages sent`);
+    }
+    for (const stop of stops) errors.push(...sampleErrors(stop));
+    errors.push(...loadgenErrors(end));
+    const kept = steps.filter((x) => x.stored >= x.offered * 0.95);
+    const top = kept.at(-1);
+    return {
+      rooms,
+      maxStoredPerSec: Math.max(...steps.map((x) => x.stored)),
+      // The highest step the server kept up with (stored ≥ 95% of offered), and its latency.
+      sustainedPerSec: top?.offered ?? null,
+      sustainedP99: top?.p99 ?? null,
+      sent,
+      stored,
+      setupSec,
+      stepRate: steps.map((x) => x.rate),
+      stepOffered: steps.map((x) => x.offered),
+      stepSent: steps.map((x) => x.sent),
+      stepStored: steps.map((x) => x.stored),
+      stepDelivered: steps.map((x) => x.delivered),
+      stepP50: steps.map((x) => x.p50),
+      stepP99: steps.map((x) => x.p99),
+      stepServerCpu: steps.map((x) => x.serverCpu),
+      stepLoadgenCpuMax: steps.map((x) => x.loadgenCpuMax),
+      stepOthersCpu: steps.map((x) => x.othersCpu),
+      errors,
+      warnings,
+    };
+  };
+}
+
+/** The restart case's store, built once per bench (or found in `--restart-dir`). */
+let restartStore: Promise<{ dir: string; buildSec: number | null; mb: number }> | null = null;
+
+/**
+ * Build (or reuse) the restart case's store: `rooms` rooms `/restart-0` … of `messages` kept
+ * messages each, by bench/sqlite_store.ts in a process of its own, the newest written now.
+ */
+function buildRestartStore(opts: Options) {
+  restartStore ??= (async () => {
+    let dir = opts.restartDir;
+    if (dir === null) {
+      dir = await Deno.makeTempDir({ prefix: "chorus-bench-restart-" });
+      tempDirs.add(dir);
+    }
+    let buildSec: number | null = null;
+    const exists = await Deno.stat(`${dir}/chorus.db`).then(() => true, (err) => {
+      if (err instanceof Deno.errors.NotFound) return false;
+      throw err;
+    });
+    if (exists) {
+      console.error(`bench: reusing the restart store in ${dir}`);
+    } else {
+      console.error(
+        `bench: building ${n0(opts.restartRooms)} rooms × ${n0(opts.restartMessages)} ` +
+          `messages into ${dir}`,
+      );
+      const t0 = performance.now();
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          ...["run", `--allow-read=${dir}`, `--allow-write=${dir}`, `${BENCH}sqlite_store.ts`],
+          ...["build", dir, String(opts.restartRooms), String(opts.restartMessages)],
+          ...["/restart-", String(Date.now())],
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      if (!out.success) throw new Error(`building the restart store failed: ${text.trim()}`);
+      console.error(`bench: ${text.trim()}`);
+      buildSec = (performance.now() - t0) / 1000;
+    }
+    let bytes = 0;
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile) bytes += (await Deno.stat(`${dir}/${e.name}`)).size;
+    }
+    return { dir, buildSec, mb: bytes / 1e6 };
+  })();
+  return restartStore;
+}
+
+/**
+ * Start chorus over `dataDir` (null: a fresh empty one) and join one room with a `chorus.v1`
+ * client: milliseconds from the spawn to the listening line and to the client's `welcome`,
+ * with what the welcome said.
+ */
+async function timedRestart(ctx: Context, dataDir: string | null, room: string) {
+  const server = await Server.start("chorus", ctx.bin, {
+    store: "sqlite",
+    ...(dataDir === null ? {} : { dataDir }),
+    // Keep every message of the built store: 10 M of them are about 1.5 GB, over the default.
+    extra: ["--retain-bytes", String(2 ** 40), "--history", String(RESTART_HISTORY)],
+  });
+  ctx.server = server;
+  try {
+    const listenMs = server.listeningAt - server.spawnedAt;
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}${room}`, "chorus.v1");
+    const welcome = await withTimeout(
+      new Promise<Answer>((resolve, reject) => {
+        ws.onmessage = (e) => {
+          const first = JSON.parse(String(e.data).split("\n")[0]!);
+          if (first.type === "welcome") resolve(first);
+        };
+        ws.onerror = () => reject(new Error(`the client of ${room} failed`));
+      }),
+      120_000,
+      "welcome after a restart",
+    );
+    const welcomeMs = performance.now() - server.spawnedAt;
+    ws.close();
+    const rss = (await memory(server.pid)).rss;
+    return {
+      listenMs,
+      welcomeMs,
+      history: (welcome.history ?? []).length as number,
+      offset: welcome.offset as number,
+      rssMiB: rss / 1024,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+/**
+ * Restart (issue #13): how long chorus takes from its spawn to listening, and to the `welcome`
+ * (with {@link RESTART_HISTORY} messages of history) of a member of one room, over a store of
+ * `rooms` × `messages` kept messages, against the same over an empty store.
+ */
+function restart(rooms: number, messages: number): Case["run"] {
+  return async (ctx) => {
+    const store = await buildRestartStore(ctx.opts);
+    const room = `/restart-${Math.floor(rooms / 2)}`;
+    const empty = await timedRestart(ctx, null, room);
+    const full = await timedRestart(ctx, store.dir, room);
+    const errors: string[] = [];
+    const perRoom = Math.ceil(messages / 10) * 10;
+    if (full.offset !== perRoom || full.history !== Math.min(RESTART_HISTORY, perRoom)) {
+      errors.push(
+        `the welcome of ${room} said offset ${full.offset} with ${full.history} messages of ` +
+          `history; expected ${perRoom} and ${Math.min(RESTART_HISTORY, perRoom)}`,
+      );
+    }
+    return {
+      rooms,
+      messages: rooms * perRoom,
+      storeMB: store.mb,
+      buildSec: store.buildSec,
+      listenMs: full.listenMs,
+      welcomeMs: full.welcomeMs,
+      emptyListenMs: empty.listenMs,
+      emptyWelcomeMs: empty.welcomeMs,
+      rssMiB: full.rssMiB,
+      emptyRssMiB: empty.rssMiB,
+      history: full.history,
+      errors,
+      warnings: [],
+    };
+  };
+}
+
 const n0 = (x: number) => Math.round(x).toLocaleString("en-US");
 
 function sizeLabel(bytes: number): string {
@@ -1254,23 +1683,37 @@ function cases(opts: Options): Case[] {
       Mode,
     ][])
       .filter(([s, m]) => opts.servers.includes(s) && modes.includes(m));
+  // chorus runs on the first store listed, or on each (fan-out, many rooms).
   const add = (
     group: Group,
     scenario: string,
     modes: Mode[],
     run: (m: Mode) => Case["run"],
     variant?: string,
+    stores: Store[] = opts.stores.slice(0, 1),
   ) => {
     for (const [server, mode] of variants(modes)) {
       if (server === "bare" && group !== "idle") continue; // it relays nothing
-      out.push({ group, scenario, server, mode, run: run(mode), ...(variant ? { variant } : {}) });
+      for (const store of server === "chorus" ? stores : [undefined]) {
+        out.push({
+          group,
+          scenario,
+          server,
+          mode,
+          run: run(mode),
+          ...(variant ? { variant } : {}),
+          ...(store ? { store } : {}),
+        });
+      }
     }
   };
   if (opts.only.includes("fanout")) {
     for (const subs of opts.fanout) {
       for (const size of opts.sizes) {
         const scenario = `fan-out · ${n0(subs)} subs · ${sizeLabel(size)}`;
-        add("fanout", scenario, ["raw", "chat"], (m) => fanout(subs, size, m));
+        add("fanout", scenario, ["raw", "chat"], (m) => fanout(subs, size, m), undefined, [
+          ...opts.stores,
+        ]);
       }
     }
   }
@@ -1295,6 +1738,24 @@ function cases(opts: Options): Case[] {
     const scenario = `reconnect storm · ${n0(opts.storm)} clients · one room${window}`;
     add("storm", scenario, ["raw", "chat"], (m) => storm(opts.storm, opts.stormWindow, m));
   }
+  if (opts.only.includes("rooms")) {
+    const scenario = `many rooms · ${n0(opts.rooms)} rooms × 2 members · 64 B`;
+    add("rooms", scenario, ["chat"], () => manyRooms(opts.rooms, opts.roomRates), undefined, [
+      ...opts.stores,
+    ]);
+  }
+  if (opts.only.includes("restart") && opts.servers.includes("chorus")) {
+    const perRoom = Math.ceil(opts.restartMessages / 10) * 10;
+    out.push({
+      group: "restart",
+      scenario: `restart · ${n0(opts.restartRooms)} rooms × ${n0(perRoom)} messages`,
+      server: "chorus",
+      mode: "chat",
+      store: "sqlite",
+      selfStarted: true,
+      run: restart(opts.restartRooms, opts.restartMessages),
+    });
+  }
   return out;
 }
 
@@ -1306,6 +1767,7 @@ interface Result {
   server: ServerKind;
   mode: Mode;
   variant?: string;
+  store?: Store;
   median: Metrics;
   runs: Metrics[];
 }
@@ -1326,7 +1788,12 @@ function medianOf(runs: Metrics[]): Metrics {
       out[k] = median(vals as number[]);
     } else if (vals.length > 0 && vals.every((v) => Array.isArray(v) && typeof v[0] === "number")) {
       const lists = vals as number[][];
-      out[k] = lists[0].map((_, i) => median(lists.map((l) => l[i] ?? NaN)) ?? NaN);
+      // Runs may differ in length (the rooms case stops stepping when the server falls behind).
+      const longest = Math.max(...lists.map((l) => l.length));
+      out[k] = Array.from(
+        { length: longest },
+        (_, i) => median(lists.map((l) => l[i] ?? NaN)) ?? NaN,
+      );
     } else {
       out[k] = [...new Set(vals.flatMap((v) => Array.isArray(v) ? v.map(String) : [String(v)]))];
     }
@@ -1348,11 +1815,15 @@ function fmt(v: number | null, digits = 0): string {
   });
 }
 
-function serverLabel(r: { server: ServerKind; mode: Mode; variant?: string }): string {
+function serverLabel(
+  r: { server: ServerKind; mode: Mode; variant?: string; store?: Store },
+): string {
   if (r.server === "bare") return "bare Deno sockets";
   if (r.server !== "chorus") return r.server === "ws" ? "ws" : "naive Deno";
-  const label = r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw";
-  return r.variant ? `${label} · ${r.variant}` : label;
+  const label = [r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw"];
+  if (r.variant) label.push(r.variant);
+  if (r.store) label.push(r.store);
+  return label.join(" · ");
 }
 
 interface Column {
@@ -1364,9 +1835,10 @@ interface Column {
   ratio?: boolean;
   /**
    * Show only the ratio to this server's row (in that mode, when given) instead of the figure
-   * and its ratio to ws.
+   * and its ratio to ws. With `store`: to chorus' row of the same mode on that store (chorus
+   * rows only).
    */
-  vs?: { server: ServerKind; mode?: Mode };
+  vs?: { server: ServerKind; mode?: Mode; store?: Store };
   /**
    * The figure is only a bound where this key is 1 (a phase hit its time limit): shown with
    * this sign, e.g. "≥ 180 (timeout)".
@@ -1380,9 +1852,10 @@ function table(results: Result[], columns: Column[]): string {
   const rows: string[][] = [];
   let last = "";
   for (const r of results) {
-    const row = (kind: ServerKind, mode?: Mode) =>
+    const row = (kind: ServerKind, mode?: Mode, store?: Store) =>
       results.find((x) =>
-        x.scenario === r.scenario && x.server === kind && (mode === undefined || x.mode === mode)
+        x.scenario === r.scenario && x.server === kind &&
+        (mode === undefined || x.mode === mode) && (store === undefined || x.store === store)
       );
     const ws = row("ws");
     const cells = columns.map((c) => {
@@ -1397,7 +1870,10 @@ function table(results: Result[], columns: Column[]): string {
         const base = other && other !== r ? numberOf(other.median, c.key) : null;
         return v === null || !base || bounded(other!) ? null : `${sign}${(v / base).toFixed(2)}×`;
       };
-      if (c.vs) return ratio(row(c.vs.server, c.vs.mode)) ?? "–";
+      if (c.vs?.store && r.server !== c.vs.server) return "–";
+      if (c.vs) {
+        return ratio(row(c.vs.server, c.vs.store ? r.mode : c.vs.mode, c.vs.store)) ?? "–";
+      }
       const shown = c.pct ? (v === null ? "–" : pct(v)) : fmt(v, c.digits);
       const vsWs = c.ratio !== false ? ratio(ws) : null;
       const figure = v === null ? shown : `${sign}${shown}${sign ? " (timeout)" : ""}`;
@@ -1419,11 +1895,15 @@ function report(results: Result[], opts: Options): string {
   const chorusRaw = { server: "chorus", mode: "raw" } as const;
   const readyBound = { flag: "readyTimeout", sign: "≤" } as const;
   const backBound = { flag: "backTimeout", sign: "≥" } as const;
+  const memoryRow = { server: "chorus", store: "memory" } as const;
   if (of("fanout").length) {
     parts.push(
       `**Fan-out**: one publisher, ${opts.window} messages in flight; chorus.v1 counts events\n\n` +
         table(of("fanout"), [
           { title: "deliveries/s", key: "deliveriesPerSec" },
+          ...(opts.stores.includes("memory") && opts.stores.length > 1
+            ? [{ title: "vs memory", key: "deliveriesPerSec", vs: memoryRow }]
+            : []),
           { title: "p50 ms", key: "p50", digits: 1 },
           { title: "p99 ms", key: "p99", digits: 1 },
           serverCpu,
@@ -1524,8 +2004,29 @@ function report(results: Result[], opts: Options): string {
         ]),
     );
   }
+  if (of("rooms").length) parts.push(roomsReport(of("rooms")));
+  if (of("restart").length) {
+    parts.push(
+      "**Restart**: from spawning chorus over a built SQLite store (warm page cache) to its " +
+        `listening line, and to the \`welcome\` (${RESTART_HISTORY} messages of history) of a ` +
+        "member of one room; the same over an empty store for comparison\n\n" +
+        table(of("restart"), [
+          { title: "messages kept", key: "messages", ratio: false },
+          { title: "store MB", key: "storeMB", ratio: false },
+          { title: "build s", key: "buildSec", digits: 1, ratio: false },
+          { title: "listening ms", key: "listenMs", ratio: false },
+          { title: "welcome ms", key: "welcomeMs", ratio: false },
+          { title: "empty store: listening ms", key: "emptyListenMs", ratio: false },
+          { title: "welcome ms", key: "emptyWelcomeMs", ratio: false },
+          { title: "RSS MiB", key: "rssMiB", ratio: false },
+          { title: "empty store RSS MiB", key: "emptyRssMiB", ratio: false },
+        ]),
+    );
+  }
   const targets = issue12(results);
   if (targets.length) parts.push(targets.join("\n"));
+  const goals = issue13(results);
+  if (goals.length) parts.push(goals.join("\n"));
   return parts.join("\n\n");
 }
 
@@ -1588,6 +2089,115 @@ function issue12(results: Result[]): string[] {
     : [];
 }
 
+/** The many-rooms case: one row per store and rate step, then the highest rate stored. */
+function roomsReport(results: Result[]): string {
+  const head = [
+    "store",
+    "msg/s per member",
+    "offered msg/s",
+    "sent/s",
+    "stored/s",
+    "deliveries/s",
+    "p50 ms",
+    "p99 ms",
+    "server CPU",
+    "loadgen CPU max",
+    "others' CPU",
+  ];
+  const rows: string[][] = [];
+  const list = (m: Metrics, k: string) => (Array.isArray(m[k]) ? m[k] : []) as number[];
+  for (const r of results) {
+    const m = r.median;
+    list(m, "stepRate").forEach((rate, i) => {
+      const at = (k: string) => list(m, k)[i] ?? NaN;
+      const num = (k: string, digits = 0) => Number.isFinite(at(k)) ? fmt(at(k), digits) : "–";
+      rows.push([
+        i === 0 ? r.store ?? "–" : "",
+        String(rate),
+        num("stepOffered"),
+        num("stepSent"),
+        num("stepStored"),
+        num("stepDelivered"),
+        num("stepP50", 1),
+        num("stepP99", 1),
+        pct(at("stepServerCpu")),
+        pct(at("stepLoadgenCpuMax")),
+        pct(at("stepOthersCpu")),
+      ]);
+    });
+  }
+  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  const summary = results.map((r) =>
+    `- ${r.store}: at most ${fmt(numberOf(r.median, "maxStoredPerSec"))} messages stored/s; ` +
+    `kept up (stored ≥ 95% of offered) up to ${
+      fmt(numberOf(r.median, "sustainedPerSec"))
+    } msg/s offered, p99 there ${fmt(numberOf(r.median, "sustainedP99"), 1)} ms`
+  );
+  return `**Many rooms**: ${results[0]?.scenario}; each member sends at a fixed rate, stepped ` +
+    "up until the server stores less than 90% of what is offered; stored/s from the offsets " +
+    "members see; latency from a send to the other member's receipt (worst of the load " +
+    "generators)\n\n" +
+    [line(head), line(head.map(() => "---")), ...rows.map(line)].join("\n") + "\n\n" +
+    summary.join("\n");
+}
+
+/**
+ * Issue #13 ("durable ordered room streams") targets: fan-out of `chorus.v1` on SQLite ≥ 20×
+ * ws, raw fan-out on SQLite ≥ 0.95× on memory, and many rooms on SQLite storing ≥ 0.7× what
+ * they store on memory (the highest rate of either).
+ */
+function issue13(results: Result[]): string[] {
+  const lines: string[] = [];
+  const find = (r: Result, server: ServerKind, mode?: Mode, store?: Store) =>
+    results.find((x) =>
+      x.scenario === r.scenario && x.server === server &&
+      (mode === undefined || x.mode === mode) && (store === undefined || x.store === store)
+    );
+  const line = (what: string, v: number | null, base: number | null, target: number) => {
+    if (!v || !base) return;
+    const ratio = v / base;
+    lines.push(
+      `- ${what}: ${ratio.toFixed(2)}× (target ≥ ${target}×): ${
+        ratio >= target ? "met" : "not met"
+      }`,
+    );
+  };
+  for (const r of results) {
+    if (r.group !== "fanout" || r.server !== "chorus" || r.store !== "sqlite") continue;
+    const v = numberOf(r.median, "deliveriesPerSec");
+    const ws = find(r, "ws");
+    if (r.mode === "chat" && ws) {
+      line(
+        `${r.scenario}, chorus.v1 on SQLite vs ws`,
+        v,
+        numberOf(ws.median, "deliveriesPerSec"),
+        20,
+      );
+    }
+    const memory = find(r, "chorus", r.mode, "memory");
+    if (memory) {
+      const mode = r.mode === "chat" ? "chorus.v1" : "raw";
+      line(
+        `${r.scenario}, ${mode} on SQLite vs memory`,
+        v,
+        numberOf(memory.median, "deliveriesPerSec"),
+        r.mode === "raw" ? 0.95 : 0.95,
+      );
+    }
+  }
+  const rooms = (store: Store) => results.find((x) => x.group === "rooms" && x.store === store);
+  const sqlite = rooms("sqlite"), memory = rooms("memory");
+  if (sqlite && memory) {
+    line(
+      "many rooms, messages stored/s on SQLite vs memory (highest step)",
+      numberOf(sqlite.median, "maxStoredPerSec"),
+      numberOf(memory.median, "maxStoredPerSec"),
+      0.7,
+    );
+  }
+  return lines.length ? ["**Issue #13 targets**:", "", ...lines] : [];
+}
+
 // ------------------------------------------------------------------------------ main
 
 /** Install the pinned `ws` into bench/node_modules when missing; the reason it failed, or null. */
@@ -1632,13 +2242,16 @@ async function runCase(c: Case, runtime: Runtime, bin: Binaries, opts: Options):
     : Math.max(1, Number(n) || 1);
   const ctx: Context = {
     server: undefined as unknown as Server,
+    bin,
     serverCores,
     runtime,
     opts,
     loadgens: [],
   };
   try {
-    ctx.server = await Server.start(c.server, bin);
+    if (!c.selfStarted) {
+      ctx.server = await Server.start(c.server, bin, c.store ? { store: c.store } : undefined);
+    }
     return await c.run(ctx);
   } catch (err) {
     return { errors: [`case failed: ${err instanceof Error ? err.message : err}`], warnings: [] };
@@ -1652,6 +2265,16 @@ function progress(m: Metrics): string {
   const v = (k: string, digits = 0) => fmt(numberOf(m, k), digits);
   const cpu = (k: string) => numberOf(m, k) === null ? "–" : pct(numberOf(m, k)!);
   const lg = Array.isArray(m.loadgenCpu) ? `, loadgen max ${cpu("loadgenCpuMax")}` : "";
+  if (m.maxStoredPerSec !== undefined) {
+    return `at most ${v("maxStoredPerSec")} stored/s, kept up to ${v("sustainedPerSec")}/s ` +
+      `offered (p99 ${v("sustainedP99", 1)} ms there), ${v("stored")} stored of ${v("sent")} sent`;
+  }
+  if (m.welcomeMs !== undefined) {
+    return `${v("messages")} messages (${v("storeMB")} MB): listening in ${v("listenMs")} ms, ` +
+      `welcome in ${v("welcomeMs")} ms; empty store: ${v("emptyListenMs")} ms, ${
+        v("emptyWelcomeMs")
+      } ms`;
+  }
   if (m.backSec !== undefined) {
     const timedOut = numberOf(m, "backTimeout") ? " (timeout)" : "";
     return `${v("back")} of ${v("clients")} back in ${v("backSec", 2)} s${timedOut}, p50 ${
@@ -1695,6 +2318,9 @@ async function main(): Promise<void> {
     chorus: await chorusArgs(opts.chorusDir, opts.chorusArgs),
     chorusDir: opts.chorusDir,
     node: "node",
+    cpuProf: opts.cpuProf === null ? null : await Deno.realPath(
+      await Deno.mkdir(opts.cpuProf, { recursive: true }).then(() => opts.cpuProf!),
+    ),
   };
   const commit = await gitDescribe(opts.chorusDir);
 
@@ -1728,6 +2354,7 @@ async function main(): Promise<void> {
     server: c.server,
     mode: c.mode,
     ...(c.variant ? { variant: c.variant } : {}),
+    ...(c.store ? { store: c.store } : {}),
     median: medianOf(runs.get(c)!),
     runs: runs.get(c)!,
   }));

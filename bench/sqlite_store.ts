@@ -3,6 +3,11 @@
  *
  *   deno run -A bench/sqlite_store.ts write        batches of 1, 10 and 100 messages
  *   deno run -A bench/sqlite_store.ts build DIR    1,000 rooms x 10,000 messages into DIR
+ *   deno run -A bench/sqlite_store.ts build DIR ROOMS MESSAGES PREFIX NOW
+ *                                                  ROOMS rooms named PREFIX0, PREFIX1, … of
+ *                                                  MESSAGES each, the newest written at NOW
+ *                                                  (ms since the epoch; `deno task bench
+ *                                                  --only restart` builds its store so)
  *   deno run -A bench/sqlite_store.ts open DIR     open + first room() + read({last: 50})
  *   deno run -A bench/sqlite_store.ts sweep DIR    a sweep with nothing to do, then one that
  *                                                  deletes the oldest 1% by age (changes DIR)
@@ -57,34 +62,44 @@ function writeBench(size: number, seconds: number, synchronous: "normal" | "full
   );
 }
 
-function build(dir: string) {
+/**
+ * Write `rooms` rooms (`${prefix}0`, `${prefix}1`, …) of `perRoom` messages each into
+ * `dir/chorus.db`, {@link PER_BATCH} messages of every room per batch, one second apart, the
+ * last batch at `end` ms (0: the clock starts at 0, which the sweep bench cuts by age). A store
+ * built for chorus itself needs `end` near now: its own sweep would delete older messages.
+ * `perRoom` is rounded up to a multiple of {@link PER_BATCH}.
+ */
+function build(dir: string, rooms = ROOMS, perRoom = PER_ROOM, prefix = "room-", end = 0) {
+  const rounds = Math.ceil(perRoom / PER_BATCH);
   let clock = 0;
   const options: SqliteOptions = {
-    retainMessages: PER_ROOM,
+    retainMessages: rounds * PER_BATCH,
     retainMs: 1e15,
     retainBytes: 1e15,
     now: () => clock,
   };
   const store = SqliteBackend.open(dir, options);
   const start = performance.now();
-  for (let round = 0; round < PER_ROOM / PER_BATCH; round++) {
-    clock = round * 1000; // a second per round: the sweep bench cuts by age
+  const base = end === 0 ? 0 : end - (rounds - 1) * 1000;
+  for (let round = 0; round < rounds; round++) {
+    clock = base + round * 1000; // a second per round: the sweep bench cuts by age
     const batch: Batch = { rooms: [], messages: [] };
-    for (let r = 0; r < ROOMS; r++) {
+    for (let r = 0; r < rooms; r++) {
       const head = (round + 1) * PER_BATCH;
       for (let o = head - PER_BATCH + 1; o <= head; o++) {
-        batch.messages.push({ room: `room-${r}`, event: event(o) });
+        batch.messages.push({ room: `${prefix}${r}`, event: event(o) });
       }
-      batch.rooms.push({ room: `room-${r}`, epoch: "e", head, lost: 0 });
+      batch.rooms.push({ room: `${prefix}${r}`, epoch: "e", head, lost: 0 });
     }
     store.write(batch);
   }
   const s = (performance.now() - start) / 1000;
   store.close();
   const size = Deno.statSync(`${dir}/chorus.db`).size;
+  const total = rooms * rounds * PER_BATCH;
   console.log(
-    `build: ${ROOMS * PER_ROOM} messages in batches of ${ROOMS * PER_BATCH} in ${s.toFixed(1)} s ` +
-      `(${Math.round(ROOMS * PER_ROOM / s).toLocaleString("en")}/s), ` +
+    `build: ${total} messages in batches of ${rooms * PER_BATCH} in ${s.toFixed(1)} s ` +
+      `(${Math.round(total / s).toLocaleString("en")}/s), ` +
       `chorus.db ${(size / 1e6).toFixed(0)} MB`,
   );
 }
@@ -143,7 +158,14 @@ const [mode, dir] = Deno.args;
 if (mode === "write") {
   for (const size of [1, 10, 100]) writeBench(size, 3, "normal");
   for (const size of [1, 100]) writeBench(size, 3, "full");
+} else if (mode === "build" && dir && Deno.args.length === 6) {
+  const [rooms, perRoom, prefix, end] = Deno.args.slice(2);
+  build(dir, Number(rooms), Number(perRoom), prefix, Number(end));
 } else if (mode === "build" && dir) build(dir);
 else if (mode === "open" && dir) open(dir);
 else if (mode === "sweep" && dir) sweep(dir);
-else throw new Error("usage: sqlite_store.ts write | build DIR | open DIR | sweep DIR");
+else {
+  throw new Error(
+    "usage: sqlite_store.ts write | build DIR [ROOMS MESSAGES PREFIX NOW] | open DIR | sweep DIR",
+  );
+}
