@@ -70,7 +70,7 @@ export interface ChorusOptions {
   retainDays?: number;
   /**
    * Bytes of messages the SQLite store keeps in all; the oldest messages go first.
-   * @default 1073741824
+   * @default 4294967296
    */
   retainBytes?: number;
   /**

@@ -95,7 +95,7 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   dataDir: "./data",
   retainMessages: 10_000,
   retainDays: 30,
-  retainBytes: 1024 * 1024 * 1024,
+  retainBytes: 4 * 1024 * 1024 * 1024,
   historyMaxBytes: 64 * 1024 * 1024,
   presenceLimit: 1000,
   presenceInterval: 1,

@@ -138,7 +138,7 @@ Deno.test("no flags and no environment give exactly DEFAULTS", () => {
     dataDir: "./data",
     retainMessages: 10_000,
     retainDays: 30,
-    retainBytes: 1_073_741_824,
+    retainBytes: 4_294_967_296,
     historyMaxBytes: 67_108_864,
     presenceLimit: 1000,
     presenceInterval: 1,
