@@ -62,6 +62,13 @@ export interface LocalStreamOptions {
   onWriteError?: (err: Error | undefined, messages: number) => void;
   /** How often {@link Backend.sweep} runs, in ms; never when 0. */
   sweepMs?: number;
+  /**
+   * Least time between two writes, in ms: a write waits until this long after the previous
+   * one, so a busy store commits a batch every few ms instead of a few messages per turn of the
+   * event loop (a commit costs SQLite far more than a row). A quiet store writes on the next
+   * turn. 0 writes every turn.
+   */
+  commitIntervalMs?: number;
 }
 
 /** Rooms whose state a stream keeps in memory, at most; older ones are read back when needed. */
@@ -86,12 +93,16 @@ export class LocalStream implements StreamStore {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #receive: Receive | undefined;
+  readonly #commitIntervalMs: number;
+  /** When the last write started (`performance.now()`). */
+  #lastWrite = -Infinity;
   #failing = false;
   #closed = false;
 
   constructor(options: LocalStreamOptions) {
     this.#backend = options.backend;
     this.#onWriteError = options.onWriteError ?? (() => {});
+    this.#commitIntervalMs = options.commitIntervalMs ?? 0;
     if (options.sweepMs) {
       this.#sweepTimer = setInterval(() => this.#backend.sweep(), options.sweepMs);
       Deno.unrefTimer(this.#sweepTimer);
@@ -106,7 +117,7 @@ export class LocalStream implements StreamStore {
       this.#dirty.add(state);
     }
     this.#pending.push({ room, frame, done });
-    this.#timer ??= setTimeout(() => this.flush(), 0);
+    this.#schedule();
   }
 
   listen(receive: Receive): void {
@@ -131,6 +142,7 @@ export class LocalStream implements StreamStore {
     const pending = this.#pending;
     if (pending.length === 0 && this.#dirty.size === 0) return;
     this.#pending = [];
+    this.#lastWrite = performance.now();
     const rooms = [...this.#dirty];
     this.#dirty.clear();
     const messages: Batch["messages"] = [];
@@ -165,6 +177,13 @@ export class LocalStream implements StreamStore {
     this.#closed = true;
     clearInterval(this.#sweepTimer);
     this.#backend.close();
+  }
+
+  /** Write on the next turn, or once {@link LocalStreamOptions.commitIntervalMs} has passed. */
+  #schedule(): void {
+    if (this.#timer !== undefined) return;
+    const wait = this.#lastWrite + this.#commitIntervalMs - performance.now();
+    this.#timer = setTimeout(() => this.flush(), Math.max(0, wait));
   }
 
   /**
@@ -208,7 +227,7 @@ export class LocalStream implements StreamStore {
       if (state === undefined) {
         state = { room, epoch: newEpoch(), head: 0, lost: 0 };
         this.#dirty.add(state);
-        this.#timer ??= setTimeout(() => this.flush(), 0);
+        this.#schedule();
       }
     }
     this.#touch(state);

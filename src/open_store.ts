@@ -17,6 +17,13 @@ export const SWEEP_MS = 60_000;
 const DAY_MS = 24 * 3600_000;
 
 /**
+ * Least time between two SQLite commits (see `LocalStreamOptions.commitIntervalMs`): under
+ * load a message waits at most this long before it is stored and delivered; a quiet room's
+ * message is stored on the next turn. See docs/performance.md, "Issue #13".
+ */
+export const SQLITE_COMMIT_INTERVAL_MS = 5;
+
+/**
  * Open the local store of `config.store` (`sqlite` or `memory`). Opening SQLite checks the data
  * directory at once: it throws {@link StoreOpenError} naming the path when it cannot be used.
  * Write failures are logged at error level (once when they start, once when they stop) and
@@ -47,6 +54,8 @@ export function openStore(
   return new LocalStream({
     backend,
     sweepMs: SWEEP_MS,
+    // A commit costs SQLite ~20 µs whatever it holds; memory writes cost next to nothing.
+    commitIntervalMs: config.store === "sqlite" ? SQLITE_COMMIT_INTERVAL_MS : 0,
     onWriteError(err, messages) {
       if (err === undefined) {
         failing = false;

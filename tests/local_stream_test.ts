@@ -114,3 +114,37 @@ Deno.test("binary frames keep their place among a room's messages but are not st
   assert.equal(stream.read("/r", { last: 9 }).messages.length, 2);
   stream.close();
 });
+
+Deno.test("with a commit interval, messages of many turns share one write; a quiet store writes at once", async () => {
+  const backend = memory();
+  let writes = 0;
+  const stream = new LocalStream({
+    backend: wrapped(backend, (batch) => {
+      writes++;
+      backend.write(batch);
+    }),
+    commitIntervalMs: 200,
+  });
+  let seen = 0;
+  let arrived = () => {};
+  stream.listen(() => {
+    seen++;
+    arrived();
+  });
+  const until = (n: number) =>
+    new Promise<void>((resolve) => {
+      arrived = () => seen >= n && resolve();
+    });
+  const first = until(1);
+  stream.append("/r", msg("quiet"));
+  await first;
+  assert.equal(writes, 1, "the first message is written on the next turn");
+  const rest = until(11);
+  for (let i = 0; i < 10; i++) {
+    stream.append("/r", msg(`busy ${i}`));
+    await new Promise((turn) => setTimeout(turn, 0)); // ten separate turns of the event loop
+  }
+  await rest;
+  assert.equal(writes, 2, "ten turns' messages in one write, after the interval");
+  stream.close();
+});
