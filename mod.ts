@@ -74,6 +74,12 @@ export interface ChorusOptions {
    */
   retainBytes?: number;
   /**
+   * When a SQLite commit reaches the disk: `"normal"` survives a crash of your program,
+   * `"full"` also a power loss, at an fsync per commit (see `docs/operations.md#crash-safety`).
+   * @default "normal"
+   */
+  storeSync?: "normal" | "full";
+  /**
    * Bytes the memory store's rooms may use together; the least recently written rooms lose
    * their oldest messages first.
    * @default 67108864

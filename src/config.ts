@@ -32,6 +32,11 @@ export interface Config {
   retainDays: number;
   /** Bytes of messages the SQLite store keeps in all; the oldest messages go first. */
   retainBytes: number;
+  /**
+   * When a SQLite commit reaches the disk: `normal` survives a crash of chorus, `full` also a
+   * power loss, at an fsync per commit.
+   */
+  storeSync: "normal" | "full";
   /** Memory the `memory` store's rooms may use together; the least recently written go first. */
   historyMaxBytes: number;
   /**
@@ -96,6 +101,7 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   retainMessages: 10_000,
   retainDays: 30,
   retainBytes: 4 * 1024 * 1024 * 1024,
+  storeSync: "normal",
   historyMaxBytes: 64 * 1024 * 1024,
   presenceLimit: 1000,
   presenceInterval: 1,
@@ -297,6 +303,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "BYTES",
     description: "bytes of messages the SQLite store keeps in all; the oldest go first",
     parse: integer(1024 * 1024, 2 ** 50),
+  }),
+  option({
+    key: "storeSync",
+    flag: "store-sync",
+    valueName: "MODE",
+    description: "SQLite commits survive a crash of chorus (normal) or also a power loss (full)",
+    parse: oneOf(["normal", "full"] as const),
   }),
   option({
     key: "historyMaxBytes",

@@ -32,7 +32,13 @@ export const SQLITE_COMMIT_INTERVAL_MS = 5;
 export function openStore(
   config: Pick<
     Config,
-    "store" | "dataDir" | "retainMessages" | "retainDays" | "retainBytes" | "historyMaxBytes"
+    | "store"
+    | "dataDir"
+    | "retainMessages"
+    | "retainDays"
+    | "retainBytes"
+    | "storeSync"
+    | "historyMaxBytes"
   >,
   log: Logger,
   row: Float64Array,
@@ -43,6 +49,7 @@ export function openStore(
       retainMessages: config.retainMessages,
       retainMs,
       retainBytes: config.retainBytes,
+      synchronous: config.storeSync,
     })
     : new MemoryBackend({
       retainMessages: config.retainMessages,
