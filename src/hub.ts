@@ -30,7 +30,8 @@ import {
 import type { TokenBucket } from "./ratelimit.ts";
 import { Slots } from "./slots.ts";
 import type { Appended, Frame, StreamPage, StreamStore } from "./store.ts";
-import { type Resume, Tail } from "./tail.ts";
+import { type Recovery, RoomStreams } from "./room_streams.ts";
+import type { Resume, Tail } from "./tail.ts";
 import { RoomWatches } from "./watches.ts";
 import { CONNECTING, OPEN, type Peer } from "./transport.ts";
 
@@ -91,19 +92,6 @@ export function newNodeId(): string {
   return crypto.randomUUID().slice(0, 6);
 }
 
-/** Unnumbered message ids a hub remembers (see {@link Hub} `#unnumbered`). */
-const MAX_UNNUMBERED = 1000;
-
-/** Messages one store read asks for while a resuming member's gap is collected. */
-const RESUME_READ = 1000;
-
-/** What a resuming member gets: every kept message after `after`, and whether that is all. */
-interface Recovery {
-  after: number;
-  events: MessageEvent[];
-  recovered: boolean;
-}
-
 /** The state of every room of one server (or one worker of it). */
 export class Hub {
   readonly #rooms = new Map<string, Room>();
@@ -111,13 +99,9 @@ export class Hub {
   readonly #presence = new Presence();
   readonly #crowds: Crowds;
   readonly #store: StreamStore;
-  /** The end of the stream of each room with members here (or joining). */
-  readonly #tails = new Map<string, Tail>();
-  /** Tails whose first page the store has not answered yet. */
-  readonly #loads = new Map<Tail, Promise<void>>();
+  /** The streams of the rooms with members here (or joining), one {@link Tail} each. */
+  readonly #streams: RoomStreams;
   readonly #historySize: number;
-  /** Ids of the latest messages delivered unnumbered, so a late numbered copy is skipped. */
-  readonly #unnumbered = new Set<string>();
   readonly #outbox: Outbox;
   readonly #catchUps: CatchUps;
   readonly #slots: Slots<Peer>;
@@ -158,6 +142,11 @@ export class Hub {
         retainMs: 24 * 3600_000,
         maxBytes: 64 * 1024 * 1024,
       }),
+    });
+    this.#streams = new RoomStreams({
+      store: this.#store,
+      historySize: options.history,
+      deliver: (room, event) => this.#deliver(room, event),
     });
     this.#store.listen((room, epoch, frame) => this.#stored(room, epoch, frame));
     this.#crowds = new Crowds({
@@ -276,7 +265,7 @@ export class Hub {
     this.#members.delete(peer);
     this.#catchUps.cancel(peer);
     this.#watches.unwatch(member.room);
-    if (!this.#watches.has(member.room)) this.#forgetTail(member.room);
+    if (!this.#watches.has(member.room)) this.#streams.forget(member.room);
     if (reason === "client" || reason === "idle" || reason === "shutdown") {
       this.#slots.release(member.ip);
     } else {
@@ -415,13 +404,13 @@ export class Hub {
    */
   #enter(member: Member, resume: Resume | undefined): Promise<void> | undefined {
     if (this.#members.get(member.socket) !== member) return; // left before it could join
-    const tail = this.#tailOf(member.room);
-    const loading = this.#loads.get(tail);
+    const tail = this.#streams.tailOf(member.room);
+    const loading = this.#streams.loading(tail);
     if (loading) return loading.then(() => this.#enter(member, resume));
     if (member.mode === "raw") return this.#join(member, tail, undefined);
-    const recovery = this.#recover(member.room, tail, resume);
+    const recovery = this.#streams.recover(member.room, tail, resume);
     if (!(recovery instanceof Promise)) return this.#join(member, tail, recovery);
-    return recovery.then((r) => this.#join(member, this.#tailOf(member.room), r));
+    return recovery.then((r) => this.#join(member, this.#streams.tailOf(member.room), r));
   }
 
   /**
@@ -486,167 +475,14 @@ export class Hub {
     if (room) room.chat.add(peer);
   }
 
-  /**
-   * What a member gets on joining: the last `--history` messages, or everything after the
-   * position it resumes from, read from the store when it reaches back past the tail.
-   */
-  #recover(
-    roomName: string,
-    tail: Tail,
-    resume: Resume | undefined,
-  ): Recovery | Promise<Recovery> {
-    const latest = { after: tail.recentAfter, events: tail.recent.slice(), recovered: true };
-    if (resume === undefined) return latest;
-    let from: number;
-    if ("since" in resume) {
-      const seen = tail.find(resume.since);
-      if (seen === undefined) return { ...latest, recovered: false };
-      from = seen.offset!;
-    } else {
-      if (resume.epoch !== tail.epoch || resume.offset > tail.head) {
-        return { ...latest, recovered: false };
-      }
-      from = resume.offset;
-    }
-    const recovered = tail.lost === 0 || from > tail.lost;
-    if (from >= tail.recentAfter) {
-      return { after: from, events: tail.recent.filter((m) => m.offset! > from), recovered };
-    }
-    return this.#collect(roomName, tail, from, recovered);
-  }
-
-  /** Read a resuming member's gap from the store, up to where the tail's recent messages start. */
-  async #collect(roomName: string, tail: Tail, from: number, recovered: boolean) {
-    const events: MessageEvent[] = [];
-    let after = from;
-    let cursor = from;
-    while (cursor < tail.recentAfter) {
-      let page: StreamPage;
-      try {
-        page = await this.#store.read(roomName, { after: cursor, limit: RESUME_READ });
-      } catch (err) {
-        if (!(err instanceof Error)) throw err;
-        return { after: tail.recentAfter, events: tail.recent.slice(), recovered: false };
-      }
-      if (page.epoch !== tail.epoch) {
-        return { after: tail.recentAfter, events: tail.recent.slice(), recovered: false };
-      }
-      if (cursor === from && page.first > from + 1) {
-        // Trimmed: what is kept resumes at the oldest kept message.
-        recovered = false;
-        after = page.first - 1;
-      }
-      if (page.messages.length === 0) break;
-      events.push(...page.messages);
-      cursor = page.messages.at(-1)!.offset!;
-    }
-    return { after, events, recovered };
-  }
-
-  /** The tail of a room, made and loaded from the store for its first member here. */
-  #tailOf(roomName: string): Tail {
-    const tail = this.#tails.get(roomName);
-    if (tail) return tail;
-    const made = new Tail(this.#historySize);
-    this.#tails.set(roomName, made);
-    let page: StreamPage | Promise<StreamPage>;
-    try {
-      page = this.#store.read(roomName, { last: Math.max(1, this.#historySize) });
-    } catch (err) {
-      if (!(err instanceof Error)) throw err;
-      page = Promise.reject(err);
-    }
-    const load = (p: StreamPage) => {
-      if (this.#tails.get(roomName) !== made) return;
-      for (const m of made.load(p)) this.#deliver(roomName, m);
-      this.#fill(roomName, made);
-    };
-    if (!(page instanceof Promise)) load(page);
-    else {
-      const loading = page.then(load, (err: unknown) => {
-        if (!(err instanceof Error)) throw err;
-        // The store cannot be read (Redis down): start from nothing, nobody is recovered.
-        load({ epoch: "", offset: 0, first: 1, lost: 0, messages: [] });
-      }).finally(() => this.#loads.delete(made));
-      this.#loads.set(made, loading);
-    }
-    return made;
-  }
-
-  /** Nobody is in a room here any more, nor joining: stop following its stream. */
-  #forgetTail(roomName: string): void {
-    const tail = this.#tails.get(roomName);
-    if (tail) this.#loads.delete(tail);
-    this.#tails.delete(roomName);
-  }
-
   /** A frame the store stored (or, for bytes, ordered): deliver it in its room's order. */
   #stored(roomName: string, epoch: string, frame: Frame): void {
-    if (frame instanceof Uint8Array) {
-      const room = this.#rooms.get(roomName);
-      if (!room || room.raw.size === 0) return;
-      const whole = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
-      const data = (whole ? frame.buffer : frame.slice().buffer) as ArrayBuffer;
-      this.#outbox.sendAll(room.raw, data, data.byteLength);
-      return;
-    }
-    if (frame.offset === undefined) {
-      // Not stored (a full disk, the backplane down or hung): delivered at once, outside the
-      // order. A hung backplane may number it later: that copy is not delivered again.
-      this.#unnumbered.add(frame.id);
-      if (this.#unnumbered.size > MAX_UNNUMBERED) {
-        this.#unnumbered.delete(this.#unnumbered.values().next().value!);
-      }
-      return this.#deliver(roomName, frame);
-    }
-    const tail = this.#tails.get(roomName);
-    if (tail === undefined) return;
-    for (const m of tail.accept(epoch, frame)) {
-      if (this.#unnumbered.size === 0 || !this.#unnumbered.delete(m.id)) this.#deliver(roomName, m);
-    }
-    this.#fill(roomName, tail);
-  }
-
-  /** A tail holds messages ahead of a gap: read the gap from the store, once at a time. */
-  #fill(roomName: string, tail: Tail): void {
-    const gap = tail.gap();
-    if (gap === undefined || tail.filling) return;
-    tail.filling = true;
-    const done = (page: StreamPage) => {
-      tail.filling = false;
-      if (this.#tails.get(roomName) !== tail) return;
-      for (const m of tail.fill(page, gap)) this.#deliver(roomName, m);
-      this.#fill(roomName, tail);
-    };
-    const page = this.#store.read(roomName, {
-      after: gap.after,
-      limit: gap.before - gap.after - 1,
-    });
-    if (!(page instanceof Promise)) return done(page);
-    page.then(done, (err: unknown) => {
-      if (!(err instanceof Error)) throw err;
-      tail.filling = false; // tried again with the next message that comes in
-    });
-  }
-
-  /** The bus reconnected: messages may have been missed meanwhile; read them for every room. */
-  #catchUpTails(): void {
-    for (const [roomName, tail] of this.#tails) {
-      if (this.#loads.has(tail) || tail.filling) continue;
-      tail.filling = true;
-      void Promise.resolve(this.#store.read(roomName, { after: tail.head, limit: RESUME_READ }))
-        .then((page) => {
-          tail.filling = false;
-          if (this.#tails.get(roomName) !== tail) return;
-          for (const m of page.messages) {
-            for (const d of tail.accept(page.epoch, m)) this.#deliver(roomName, d);
-          }
-          this.#fill(roomName, tail);
-        }, (err: unknown) => {
-          if (!(err instanceof Error)) throw err;
-          tail.filling = false;
-        });
-    }
+    if (!(frame instanceof Uint8Array)) return this.#streams.stored(roomName, epoch, frame);
+    const room = this.#rooms.get(roomName);
+    if (!room || room.raw.size === 0) return;
+    const whole = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
+    const data = (whole ? frame.buffer : frame.slice().buffer) as ArrayBuffer;
+    this.#outbox.sendAll(room.raw, data, data.byteLength);
   }
 
   /** Replay what another hub published to this hub's own peers. */
@@ -660,7 +496,7 @@ export class Hub {
       case "rename":
         return this.#remote(m.room, this.#presence.remoteRename(m.room, m.id, m.name, m.oldName));
       case "sync":
-        if (m.node === BACKPLANE_NODE) this.#catchUpTails();
+        if (m.node === BACKPLANE_NODE) this.#streams.catchUp();
         this.#bus?.publish({ t: "members", node: this.node, rooms: this.#presence.snapshot() });
         return;
       case "members":
