@@ -11,6 +11,7 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { startCheckpoints } from "./checkpoints.ts";
 import type { Backend, Batch, RoomState } from "./local_stream.ts";
 import type { MessageEvent } from "./protocol.ts";
 import type { StreamQuery } from "./store.ts";
@@ -81,9 +82,11 @@ export class SqliteBackend implements Backend {
   readonly #options: SqliteOptions;
   readonly #now: () => number;
   readonly #sql: Record<keyof typeof STATEMENTS, StatementSync>;
+  readonly #stopCheckpoints: () => void;
 
-  private constructor(db: DatabaseSync, options: SqliteOptions) {
+  private constructor(db: DatabaseSync, path: string, options: SqliteOptions) {
     this.#db = db;
+    this.#stopCheckpoints = startCheckpoints(db, path);
     this.#options = options;
     this.#now = options.now ?? Date.now;
     this.#sql = Object.fromEntries(
@@ -127,7 +130,7 @@ export class SqliteBackend implements Backend {
       db.exec("BEGIN IMMEDIATE");
       if (userVersion(db) === 0) db.exec(SCHEMA); // again: another process may have made it
       db.exec("UPDATE totals SET bytes = bytes WHERE id = 1; COMMIT");
-      return new SqliteBackend(db, options);
+      return new SqliteBackend(db, path, options);
     } catch (err) {
       db?.close();
       if (err instanceof StoreOpenError) throw err;
@@ -229,6 +232,7 @@ export class SqliteBackend implements Backend {
 
   /** Let go of the file; the last batch is already committed. */
   close(): void {
+    this.#stopCheckpoints();
     this.#db.close();
   }
 

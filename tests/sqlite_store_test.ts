@@ -3,6 +3,7 @@ import { DatabaseSync } from "node:sqlite";
 import type { Batch } from "../src/local_stream.ts";
 import type { MessageEvent } from "../src/protocol.ts";
 import { SqliteBackend, type SqliteOptions, StoreOpenError } from "../src/sqlite_store.ts";
+import { waitFor } from "./events.ts";
 
 type Stored = MessageEvent & { offset: number };
 
@@ -382,4 +383,21 @@ Deno.test("crash safety: every batch whose write returned survives a SIGKILL", (
       assert.deepEqual(offsets(all), Array.from({ length: head }, (_, i) => i + 1));
     }
     store.close();
+  }));
+
+Deno.test("commits only append to the log; a worker thread copies it into the database file", () =>
+  withDir(async (dir) => {
+    const store = SqliteBackend.open(dir, generous);
+    try {
+      const size = () => Deno.statSync(`${dir}/chorus.db`).size;
+      const before = size();
+      store.write(batch("/cp", 0, 500));
+      // The commit itself left the database file alone (its automatic checkpoint is only a far
+      // backstop), so a file that grows was written by the checkpoint worker.
+      assert.equal(size(), before, "the commit wrote to the log only");
+      await waitFor(() => size() > before, "the checkpoint worker to copy the log");
+      assert.deepEqual(offsets(store.read("/cp", { last: 2 })), [499, 500]);
+    } finally {
+      store.close();
+    }
   }));
