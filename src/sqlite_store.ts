@@ -83,9 +83,12 @@ export class SqliteBackend implements Backend {
   readonly #now: () => number;
   readonly #sql: Record<keyof typeof STATEMENTS, StatementSync>;
   readonly #stopCheckpoints: () => void;
+  /** `DIR/chorus.lock`, locked while this store is open. */
+  readonly #lock: Deno.FsFile;
 
-  private constructor(db: DatabaseSync, path: string, options: SqliteOptions) {
+  private constructor(db: DatabaseSync, path: string, lock: Deno.FsFile, options: SqliteOptions) {
     this.#db = db;
+    this.#lock = lock;
     this.#stopCheckpoints = startCheckpoints(db, path);
     this.#options = options;
     this.#now = options.now ?? Date.now;
@@ -109,6 +112,7 @@ export class SqliteBackend implements Backend {
         "remove it or give another directory",
       );
     }
+    const lock = lockDirectory(dir);
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(path, { timeout: 5000 });
@@ -130,9 +134,10 @@ export class SqliteBackend implements Backend {
       db.exec("BEGIN IMMEDIATE");
       if (userVersion(db) === 0) db.exec(SCHEMA); // again: another process may have made it
       db.exec("UPDATE totals SET bytes = bytes WHERE id = 1; COMMIT");
-      return new SqliteBackend(db, path, options);
+      return new SqliteBackend(db, path, lock, options);
     } catch (err) {
       db?.close();
+      lock.close();
       if (err instanceof StoreOpenError) throw err;
       throw openError(path, err);
     }
@@ -234,6 +239,7 @@ export class SqliteBackend implements Backend {
   close(): void {
     this.#stopCheckpoints();
     this.#db.close();
+    this.#lock.close(); // and with it, the lock
   }
 
   /** The id of a room a batch has messages for but no state: it must exist already. */
@@ -354,10 +360,32 @@ function openError(path: string, err: unknown): StoreOpenError {
     ? "move it away (a new database is then created) or give another directory"
     : /malformed/.test(message)
     ? "it is damaged: move it away (a new database is then created) or restore a backup"
-    : /readonly/.test(message)
+    : /readonly/.test(message) || err instanceof Deno.errors.PermissionDenied
     ? "make the file and its directory writable (chmod, chattr -i, or a read-write mount)"
     : "check that the directory and the file are readable and writable";
   return new StoreOpenError(path, message, remedy, { cause: err });
+}
+
+/**
+ * Take `DIR/chorus.lock` for this store, so a second chorus on the same directory stops at
+ * start instead of numbering the same rooms' messages on its own. The lock is the operating
+ * system's, so a process that dies (even by `kill -9`) lets go of it.
+ */
+function lockDirectory(dir: string): Deno.FsFile {
+  const path = `${dir.replace(/\/+$/, "")}/chorus.lock`;
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true, write: true, create: true });
+  } catch (err) {
+    throw openError(path, err);
+  }
+  if (file.tryLockSync(true)) return file;
+  file.close();
+  throw new StoreOpenError(
+    dir,
+    "another chorus process is using it",
+    "stop that one, or give this one another --data-dir (with --workers, one process serves all)",
+  );
 }
 
 function userVersion(db: DatabaseSync): number {

@@ -249,6 +249,18 @@ Deno.test("a regular file as --data-dir stops the server with exit 2 and one lin
   });
 });
 
+Deno.test("a second chorus on the same --data-dir stops with exit 2 and one line; the first goes on", async () => {
+  await withTempDir(async (dir) => {
+    await using first = await startOn(dir);
+    const line = await refusal(commandFor(dir), ["--data-dir", dir]);
+    assert.match(line, /another chorus process is using it/);
+    assert.ok(line.includes(dir), `names ${dir}: ${line}`);
+    const { client, welcome } = await chatClient(wsUrl(first, "/still"));
+    assert.equal(welcome.offset, 0, "the first one still serves");
+    await client.close();
+  });
+});
+
 Deno.test("a corrupt chorus.db stops the server with exit 2 and one line naming it", async () => {
   await withTempDir(async (dir) => {
     const garbage = crypto.getRandomValues(new Uint8Array(64 * 1024));

@@ -323,7 +323,8 @@ Deno.test({
       Deno.mkdirSync(empty);
       const directory = readOnly(empty)!;
       try {
-        assert.match(openError(empty).message, new RegExp(`${empty}/chorus.db: `));
+        // The lock file is the first thing a store writes in its directory.
+        assert.match(openError(empty).message, new RegExp(`${empty}/chorus\\.lock: .*writable`));
       } finally {
         directory.undo();
       }
@@ -400,4 +401,15 @@ Deno.test("commits only append to the log; a worker thread copies it into the da
     } finally {
       store.close();
     }
+  }));
+
+Deno.test("a second store on the same directory is refused while the first is open", () =>
+  withDir((dir) => {
+    const first = SqliteBackend.open(dir, generous);
+    try {
+      assert.match(openError(dir).message, /another chorus process is using it/);
+    } finally {
+      first.close();
+    }
+    SqliteBackend.open(dir, generous).close(); // closing let go of the lock
   }));
