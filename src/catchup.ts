@@ -56,6 +56,11 @@ export class CatchUps {
     return this.#peers.has(peer);
   }
 
+  /** Whether a member of `room` is catching up. */
+  inRoom(room: string): boolean {
+    return this.#rooms.has(room);
+  }
+
   /** Start writing `lines` (the welcome first) to a peer of `room`. */
   start(peer: Peer, room: string, lines: string[]): void {
     const catching: Catching = { peer, room, lines, next: 0, live: 0 };

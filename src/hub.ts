@@ -279,7 +279,9 @@ export class Hub {
     if (!room || !left) return member;
     this.#outbox.forget(peer, room.chat);
     (member.mode === "raw" ? room.raw : room.chat).delete(peer);
-    if (room.raw.size === 0 && room.chat.size === 0) this.#rooms.delete(member.room);
+    // A member catching up is in no set yet, but its room must stay for it.
+    const empty = room.raw.size === 0 && room.chat.size === 0;
+    if (empty && !this.#catchUps.inRoom(member.room)) this.#rooms.delete(member.room);
     if (this.#crowds.changed(member.room)) this.#announce(room, left);
     this.#bus?.publish({ t: "leave", node: this.node, room: member.room, id: member.id });
     return member;

@@ -465,3 +465,22 @@ Deno.test("the history API answers 400 with a code for a bad room, cursor or lim
     await unauthorized.body?.cancel();
   });
 });
+
+Deno.test("a member catching up keeps its room when everyone else leaves meanwhile", async () => {
+  await withServer({ history: 10, maxBufferedBytes: 16 * 1024, apiKey: KEY }, async (server) => {
+    const { client: first, welcome } = await chatClient(server.ws("/stay"));
+    await first.close();
+    await publishMany(server, "/stay", 2000, (i) => `m${i}-`.padEnd(200, "x"));
+    const keeper = await rawClient(server.ws("/stay"));
+    const { client: back, welcome: w } = await resume(server, "/stay", 0, welcome.epoch);
+    // About 460 KB paced in 8 KiB chunks: the keeper leaves long before the gap is written.
+    await keeper.close();
+    await waitFor(() => server.hub.connections === 1, "the keeper to be gone");
+    const rest = await messagesWhileOpen(back, 2000 - w.history.length);
+    assert.equal(rest.at(-1)!.offset, 2000);
+    await publishMany(server, "/stay", 1, () => "after the gap", 2000);
+    const [live] = await messagesWhileOpen(back, 1);
+    assert.equal(live!.text, "after the gap", "the member joined its room's fan-out");
+    await back.close();
+  });
+});
