@@ -21,7 +21,7 @@ const DAY_MS = 24 * 3600_000;
  * load a message waits at most this long before it is stored and delivered; a quiet room's
  * message is stored on the next turn. See docs/performance.md, "Issue #13".
  */
-export const SQLITE_COMMIT_INTERVAL_MS = 5;
+export const SQLITE_COMMIT_INTERVAL_MS = 1;
 
 /**
  * Open the local store of `config.store` (`sqlite` or `memory`). Opening SQLite checks the data
