@@ -113,6 +113,8 @@ export function createApp(
   config: Config,
   { log, now, shared, jwtPublicKeyPem, bus, basePath = "", store }: AppOptions,
 ): App {
+  // Checked first: a bad base path must not leave a store (and its directory lock) open.
+  const base = normaliseBasePath(basePath);
   const metrics = new Metrics(shared?.metrics, shared?.index);
   const node = newNodeId();
   const hubBus = bus?.(metrics, node) ?? shared?.bus;
@@ -153,7 +155,7 @@ export function createApp(
     log,
     verify,
     api,
-    basePath: normaliseBasePath(basePath),
+    basePath: base,
   });
   return {
     hub,

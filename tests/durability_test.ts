@@ -11,6 +11,9 @@ import {
   chatClient,
   type Event,
   type MainProcess,
+  nextMessages,
+  offsetRange,
+  offsetsOf,
   ROOT,
   runMain,
   runToEnd,
@@ -59,20 +62,6 @@ function wsUrl(main: MainProcess, path: string): string {
   return `ws://127.0.0.1:${main.port}${path}`;
 }
 
-/** The next `n` chat messages a client receives, skipping presence events. */
-async function messages(client: ChatClient, n: number): Promise<Event[]> {
-  const out: Event[] = [];
-  while (out.length < n) out.push(await client.until("message"));
-  return out;
-}
-
-/** `[from+1, …, to]`. */
-function range(from: number, to: number): number[] {
-  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + 1 + i);
-}
-
-const offsets = (events: Event[]): number[] => events.map((m) => m.offset);
-
 /** Every kept message of `room`, oldest first, paged through the history API. */
 async function storedMessages(main: MainProcess, room: string): Promise<Event[]> {
   const out: Event[] = [];
@@ -113,8 +102,8 @@ Deno.test("messages survive a SIGTERM restart with the same offsets and epoch, i
       const { client, welcome } = await chatClient(wsUrl(first, "/kept"));
       epoch = welcome.epoch;
       for (let i = 0; i < 10; i++) client.say(`m${i}`);
-      before = await messages(client, 10);
-      assert.deepEqual(offsets(before), range(0, 10));
+      before = await nextMessages(client, 10);
+      assert.deepEqual(offsetsOf(before), offsetRange(0, 10));
       first.child.kill("SIGTERM");
       const out = await first.output();
       assert.equal(out.code, 0, `a clean shutdown: ${out.stderr}`);
@@ -185,14 +174,22 @@ Deno.test("after a SIGKILL mid-flood, every message a member saw is kept and res
     }
 
     for (const log of logs) {
-      assert.deepEqual(offsets(log), range(0, log.length), "in order, none twice, none skipped");
+      assert.deepEqual(
+        offsetsOf(log),
+        offsetRange(0, log.length),
+        "in order, none twice, none skipped",
+      );
       for (const m of log) assert.equal(m.text, `m${m.offset - 1}`);
     }
 
     await using restarted = await startOn(dir, args);
     const stored = await storedMessages(restarted, "/flood");
     const head = stored.length;
-    assert.deepEqual(offsets(stored), range(0, head), "the store holds one unbroken prefix");
+    assert.deepEqual(
+      offsetsOf(stored),
+      offsetRange(0, head),
+      "the store holds one unbroken prefix",
+    );
     for (const m of stored) assert.equal(m.text, `m${m.offset - 1}`);
     for (const [i, log] of logs.entries()) {
       assert.ok(log.length <= head, `subscriber ${i} saw nothing the store lost`);
@@ -208,7 +205,7 @@ Deno.test("after a SIGKILL mid-flood, every message a member saw is kept and res
       assert.equal(welcome.epoch, epoch);
       assert.equal(welcome.after, last);
       assert.equal(welcome.offset, head);
-      const rest = await messages(client, head - last - welcome.history.length);
+      const rest = await nextMessages(client, head - last - welcome.history.length);
       assert.deepEqual(
         [...welcome.history, ...rest],
         stored.slice(last),

@@ -442,3 +442,20 @@ export async function runMain(
   });
   return { code, stdout, stderr };
 }
+
+/** The next `n` chat messages a client receives, skipping presence events. */
+export async function nextMessages(client: ChatClient, n: number): Promise<Event[]> {
+  const out: Event[] = [];
+  while (out.length < n) out.push(await client.until("message"));
+  return out;
+}
+
+/** The offsets `[from+1, …, to]`: what a stream holds after offset `from`, up to `to`. */
+export function offsetRange(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + 1 + i);
+}
+
+/** The offsets of some messages, in their order. */
+export function offsetsOf(events: Event[]): number[] {
+  return events.map((m) => m.offset);
+}

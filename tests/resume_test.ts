@@ -10,6 +10,9 @@ import {
   ChatClient,
   chatClient,
   type Event,
+  nextMessages,
+  offsetRange,
+  offsetsOf,
   rawClient,
   startServer,
   type TestServer,
@@ -32,27 +35,13 @@ async function withServer(
   }
 }
 
-/** The next `n` chat messages a client receives, skipping presence events. */
-async function messages(client: ChatClient, n: number): Promise<Event[]> {
-  const out: Event[] = [];
-  while (out.length < n) out.push(await client.until("message"));
-  return out;
-}
-
 /** Say every text from `sender` and wait until its own copies come back; returns them. */
 async function sayAll(sender: ChatClient, texts: string[]): Promise<Event[]> {
   for (const text of texts) sender.say(text);
-  const got = await messages(sender, texts.length);
+  const got = await nextMessages(sender, texts.length);
   assert.deepEqual(got.map((m) => m.text), texts);
   return got;
 }
-
-/** `[from+1, …, to]`. */
-function range(from: number, to: number): number[] {
-  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + 1 + i);
-}
-
-const offsets = (events: Event[]): number[] => events.map((m) => m.offset);
 
 /**
  * The next `n` chat messages, like {@link messages}, but failing at once, with the close code,
@@ -94,7 +83,7 @@ Deno.test("welcome carries the room's epoch, its latest offset and the offset it
     assert.equal(w0.recovered, true, "nothing asked for, nothing missing");
 
     const sent = await sayAll(a, texts("m", 5));
-    assert.deepEqual(offsets(sent), [1, 2, 3, 4, 5]);
+    assert.deepEqual(offsetsOf(sent), [1, 2, 3, 4, 5]);
 
     const { client: b, welcome: w1 } = await chatClient(server.ws("/w"));
     assert.equal(w1.epoch, w0.epoch, "the same stream");
@@ -117,14 +106,14 @@ Deno.test("offsets are consecutive per room, the same for every member, and inde
       b.say(`b${i}`);
     }
     const [seenA1, seenA2, seenB] = await Promise.all([
-      messages(a1, 20),
-      messages(a2, 20),
-      messages(b, 20),
+      nextMessages(a1, 20),
+      nextMessages(a2, 20),
+      nextMessages(b, 20),
     ]);
-    assert.deepEqual(offsets(seenA1), range(0, 20));
+    assert.deepEqual(offsetsOf(seenA1), offsetRange(0, 20));
     assert.deepEqual(seenA1.map((m) => m.text), texts("a", 20));
     assert.deepEqual(seenA2, seenA1, "every member hears the same numbering");
-    assert.deepEqual(offsets(seenB), range(0, 20), "the other room counts on its own");
+    assert.deepEqual(offsetsOf(seenB), offsetRange(0, 20), "the other room counts on its own");
     assert.deepEqual(seenB.map((m) => m.text), texts("b", 20));
     await Promise.all([a1.close(), a2.close(), b.close()]);
   });
@@ -166,7 +155,7 @@ Deno.test("resuming with the right epoch gets exactly the missed messages, once,
     const { client: a } = await chatClient(server.ws("/r"));
     const { client: b, welcome } = await chatClient(server.ws("/r"));
     await sayAll(a, texts("m", 3));
-    const seen = await messages(b, 3);
+    const seen = await nextMessages(b, 3);
     await b.close();
 
     const missed = await sayAll(a, texts("m", 4, 3));
@@ -190,7 +179,7 @@ Deno.test("resuming after more than --history: the welcome holds the first, the 
     const { client: a } = await chatClient(server.ws("/long"));
     const { client: b, welcome } = await chatClient(server.ws("/long"));
     await sayAll(a, texts("m", 3));
-    await messages(b, 3);
+    await nextMessages(b, 3);
     await b.close();
     const missed = await sayAll(a, texts("m", 40, 3)); // offsets 4..43
 
@@ -202,8 +191,8 @@ Deno.test("resuming after more than --history: the welcome holds the first, the 
     assert.equal(w.after, 3);
     assert.deepEqual(w.history, missed.slice(0, 5), "the first --history missed messages");
     // The welcome's `offset` is the head when it was made: 43, or 44 if "new" came first.
-    const rest = await messages(back, 35 + 1);
-    assert.deepEqual(offsets(rest), range(8, 44), "every offset once, in order");
+    const rest = await nextMessages(back, 35 + 1);
+    assert.deepEqual(offsetsOf(rest), offsetRange(8, 44), "every offset once, in order");
     assert.deepEqual(rest.slice(0, 35), missed.slice(5));
     assert.equal(rest.at(-1)!.text, "new", "the new message comes after the whole gap");
     await Promise.all([a.close(), back.close()]);
@@ -233,7 +222,7 @@ Deno.test("an offset trimmed from the store resumes from the oldest kept message
     assert.equal(welcome.after, 20, "resumed from the oldest kept message, 21");
     assert.equal(welcome.offset, 30);
     assert.deepEqual(welcome.history, sent.slice(20, 25));
-    assert.deepEqual(await messages(b, 5), sent.slice(25), "then everything kept after them");
+    assert.deepEqual(await nextMessages(b, 5), sent.slice(25), "then everything kept after them");
     a.say("new");
     assert.equal((await b.until("message")).offset, 31, "and nothing twice");
     await Promise.all([a.close(), b.close()]);
@@ -312,7 +301,7 @@ for (const kib of [64, 16]) {
         const { client: first, welcome } = await chatClient(server.ws("/gap"));
         await first.close();
         const sent = await publishMany(server, "/gap", 5000, (i) => `m${i}-`.padEnd(200, "x"));
-        assert.deepEqual([...sent.keys()], range(0, 5000));
+        assert.deepEqual([...sent.keys()], offsetRange(0, 5000));
 
         const { client: back, welcome: w } = await resume(server, "/gap", 0, welcome.epoch);
         assert.equal(w.recovered, true);
@@ -322,7 +311,7 @@ for (const kib of [64, 16]) {
         // About 1.4 MB of events: many times what the socket may queue, so it must be paced.
         const rest = await messagesWhileOpen(back, 4990);
         const all = [...w.history, ...rest];
-        assert.deepEqual(offsets(all), range(0, 5000), "every offset once, in order");
+        assert.deepEqual(offsetsOf(all), offsetRange(0, 5000), "every offset once, in order");
         for (const m of all) assert.equal(m.text, sent.get(m.offset), `text of ${m.offset}`);
 
         const [next] = await publishMany(server, "/gap", 1, () => "after the gap", 5000);
@@ -400,7 +389,7 @@ Deno.test("publish answers each message's epoch and offset, in order", async () 
 Deno.test("the history API pages every kept message exactly once, forwards and backwards", async () => {
   await withServer({ apiKey: KEY, retainMessages: 200 }, async (server) => {
     const sent = await publishMany(server, "/h", 250, (i) => `h${i}`); // keeps 51..250
-    assert.deepEqual([...sent.keys()], range(0, 250));
+    assert.deepEqual([...sent.keys()], offsetRange(0, 250));
 
     const forwards: Event[] = [];
     const nexts: (number | null)[] = [];
@@ -414,7 +403,7 @@ Deno.test("the history API pages every kept message exactly once, forwards and b
       nexts.push(cursor = body.next);
       assert.ok(nexts.length <= 10, "paging ends");
     }
-    assert.deepEqual(offsets(forwards), range(50, 250), "oldest first, each kept one once");
+    assert.deepEqual(offsetsOf(forwards), offsetRange(50, 250), "oldest first, each kept one once");
     for (const m of forwards) assert.equal(m.text, sent.get(m.offset));
     assert.deepEqual(nexts, [150, null]);
 
@@ -428,11 +417,15 @@ Deno.test("the history API pages every kept message exactly once, forwards and b
       nexts.push(cursor = body.next);
       assert.ok(nexts.length <= 10, "paging ends");
     }
-    assert.deepEqual(offsets(backwards), range(50, 250).reverse(), "newest first, each once");
+    assert.deepEqual(
+      offsetsOf(backwards),
+      offsetRange(50, 250).reverse(),
+      "newest first, each once",
+    );
     assert.deepEqual(nexts, [151, null]);
 
     const { body: start } = await history(server, "room=/h&limit=3");
-    assert.deepEqual(offsets(start.messages), [51, 52, 53], "no cursor pages from the start");
+    assert.deepEqual(offsetsOf(start.messages), [51, 52, 53], "no cursor pages from the start");
     assert.equal(start.next, 53);
   });
 });
