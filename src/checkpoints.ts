@@ -9,7 +9,6 @@
  * @module
  */
 import type { DatabaseSync } from "node:sqlite";
-import type { CheckpointStart } from "./checkpoint_worker.ts";
 
 /** How often the worker checkpoints. */
 export const CHECKPOINT_INTERVAL_MS = 500;
@@ -21,23 +20,36 @@ export const CHECKPOINT_INTERVAL_MS = 500;
 export const BACKSTOP_PAGES = 16_384;
 
 /**
+ * The worker, started with `{ path, intervalMs }`: its own connection checkpoints the log.
+ * PASSIVE never waits for the writer: it copies what it can and leaves the rest for next
+ * time. Inline rather than a module of its own, so starting it loads nothing from disk (no
+ * module cache to wait on) and `deno compile` needs no `--include` for it.
+ */
+const WORKER_SOURCE = `
+import { DatabaseSync } from "node:sqlite";
+self.onmessage = (e) => {
+  const db = new DatabaseSync(e.data.path, { timeout: 1000 });
+  setInterval(() => db.exec("PRAGMA wal_checkpoint(PASSIVE)"), e.data.intervalMs);
+};
+`;
+
+/**
  * Start checkpointing `path`, which `db` (the store's connection) has open in WAL mode.
  * Returns what stops it. If the worker fails, the connection checkpoints by itself again at
  * SQLite's usual pace.
  */
 export function startCheckpoints(db: DatabaseSync, path: string): () => void {
   db.exec(`PRAGMA wal_autocheckpoint = ${BACKSTOP_PAGES}`);
-  const worker = new Worker(new URL("./checkpoint_worker.ts", import.meta.url), {
-    type: "module",
-    name: "chorus-checkpoints",
-  });
+  const source = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+  const worker = new Worker(source, { type: "module", name: "chorus-checkpoints" });
+  URL.revokeObjectURL(source);
   let stopped = false;
   worker.onerror = (e) => {
     e.preventDefault(); // answered here: the store checkpoints in its own commits again
     worker.terminate();
     if (!stopped && db.isOpen) db.exec("PRAGMA wal_autocheckpoint = 1000");
   };
-  worker.postMessage({ path, intervalMs: CHECKPOINT_INTERVAL_MS } satisfies CheckpointStart);
+  worker.postMessage({ path, intervalMs: CHECKPOINT_INTERVAL_MS });
   return () => {
     stopped = true;
     worker.terminate();

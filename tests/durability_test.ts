@@ -132,6 +132,29 @@ Deno.test("messages survive a SIGTERM restart with the same offsets and epoch, i
   });
 });
 
+Deno.test("deno task start's own permissions run the SQLite store under ./data, across a restart", async () => {
+  // A directory of its own under ./data, which the start task grants: never a developer's store.
+  const dir = `./data/test-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    let epoch = "";
+    {
+      await using first = await startMain(["--data-dir", dir]); // START_COMMAND as is
+      const { client, welcome } = await chatClient(wsUrl(first, "/granted"));
+      epoch = welcome.epoch;
+      client.say("kept under ./data");
+      assert.equal((await nextMessages(client, 1))[0]!.offset, 1);
+      await client.close();
+    }
+    await using second = await startMain(["--data-dir", dir]);
+    const { client, welcome } = await chatClient(wsUrl(second, "/granted"));
+    assert.equal(welcome.epoch, epoch);
+    assert.deepEqual(welcome.history.map((m: Event) => m.text), ["kept under ./data"]);
+    await client.close();
+  } finally {
+    await Deno.remove(`${ROOT}${dir.slice(2)}`, { recursive: true });
+  }
+});
+
 Deno.test("after a SIGKILL mid-flood, every message a member saw is kept and resumes are exact", async () => {
   await withTempDir(async (dir) => {
     const TOTAL = 5000;
