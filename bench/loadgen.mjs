@@ -1,6 +1,7 @@
 /**
  * Load generator for `deno task bench`: WebSocket clients over raw TCP (`node:net` only, no npm
- * packages), cheap enough per frame that the server under test stays the bottleneck.
+ * packages), cheap enough per frame that the server under test stays the bottleneck, and
+ * server-sent-events members by `node:http` (`sse`).
  *
  *   node bench/loadgen.mjs '<json config>'
  *
