@@ -1,9 +1,9 @@
 /**
  * A hub {@link Peer} over a server-sent-events response body. The outbox hands a peer
  * newline-joined `chorus.v1` events; this peer writes each as one SSE message (`data:` line,
- * and `id: EPOCH:OFFSET` before a stored `message`), each its own chunk so nothing waits for
- * a buffer to fill. It keeps its own queue of chunks and hands the HTTP layer one whenever it
- * asks, so {@link SsePeer.bufferedAmount} is exactly what a reader has not taken yet: a
+ * and `id: EPOCH:OFFSET` before a stored `message`), and nothing waits for a buffer to fill:
+ * whenever the HTTP layer asks, it gets everything pending, joined into one chunk. The peer keeps
+ * its own queue, so {@link SsePeer.bufferedAmount} is exactly what a reader has not taken yet: a
  * stalled reader grows it, and the outbox closes it as a slow consumer like a stalled socket.
  * @module
  */
@@ -16,6 +16,9 @@ import { type Encoded, epochOfWelcome, SSE_PING, sseClose, type SseEncoder } fro
  * read before the response is aborted, so a stalled reader cannot hold its connection forever.
  */
 export const CLOSE_DRAIN_MS = 5_000;
+
+/** Most bytes handed to the HTTP layer in one chunk, so a backlog goes out in bounded writes. */
+export const MAX_PULL_BYTES = 64 * 1024;
 
 /** One event-stream connection, from the hub's side. */
 export class SsePeer implements Peer {
@@ -106,14 +109,16 @@ export class SsePeer implements Peer {
     if (this.#wanting) this.#pull();
   }
 
-  /** Hand the HTTP layer one chunk; end the body once a closing stream has none left. */
+  /**
+   * Hand the HTTP layer what is pending, as one chunk of up to {@link MAX_PULL_BYTES} (the
+   * events of a flush arrive together: one chunk for them all costs the stream machinery once,
+   * not once per event); end the body once a closing stream has none left.
+   */
   #pull(): void {
     if (this.readyState === CLOSED_STATE) return;
     if (this.#head < this.#pending.length) {
       this.#wanting = false;
-      const chunk = this.#pending[this.#head]!;
-      this.#pending[this.#head++] = undefined!;
-      this.#bytes -= chunk.byteLength;
+      const chunk = this.#take();
       if (this.#head === this.#pending.length) {
         this.#pending = [];
         this.#head = 0;
@@ -127,6 +132,29 @@ export class SsePeer implements Peer {
       return;
     }
     this.#wanting = true;
+  }
+
+  /** Take pending chunks from the head, joined, up to {@link MAX_PULL_BYTES} (at least one). */
+  #take(): Uint8Array {
+    const first = this.#pending[this.#head]!;
+    let end = this.#head + 1;
+    let size = first.byteLength;
+    while (end < this.#pending.length && size + this.#pending[end]!.byteLength <= MAX_PULL_BYTES) {
+      size += this.#pending[end++]!.byteLength;
+    }
+    let chunk = first;
+    if (end > this.#head + 1) {
+      chunk = new Uint8Array(size);
+      let at = 0;
+      for (let i = this.#head; i < end; i++) {
+        chunk.set(this.#pending[i]!, at);
+        at += this.#pending[i]!.byteLength;
+      }
+    }
+    for (let i = this.#head; i < end; i++) this.#pending[i] = undefined!;
+    this.#head = end;
+    this.#bytes -= size;
+    return chunk;
   }
 
   /** The stream ended (closed, cancelled by the client, or aborted): tell the listeners once. */
