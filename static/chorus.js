@@ -556,7 +556,8 @@ async function readStream(target, abort, onEvent, bad) {
  * @returns {Promise<LinkEnd>}
  */
 async function readEvents(body, touch, onEvent, bad) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
   const parser = new SseParser();
   /** @type {LinkEnd} */
   let end = { code: LOST, reason: "stream ended" };
@@ -564,7 +565,7 @@ async function readEvents(body, touch, onEvent, bad) {
     const { value, done } = await reader.read();
     if (done) return end;
     touch();
-    for (const m of parser.push(value)) {
+    for (const m of parser.push(decoder.decode(value, { stream: true }))) {
       try {
         if (m.event === "close") end = parseCloseEvent(m.data);
         else if (m.event === "message") onEvent(/** @type {ServerEvent} */ (JSON.parse(m.data)));
@@ -1128,7 +1129,7 @@ export class Room {
     this.#welcomed = false;
     if (this.#closed) return;
     if (welcomed && Date.now() - this.#welcomedAt >= this.#opts.stableMs) this.#attempt = 0;
-    if (transport === "websocket" && !welcomed) this.#websocketFailed();
+    if (!welcomed) this.#attemptFailed(transport);
     const action = end.refusal ? refusalAction(end.refusal.status) : closeAction(end.code);
     const canRefresh = typeof this.#token === "function" && !this.#authFailed;
     this.#authFailed = action === "token";
@@ -1151,8 +1152,18 @@ export class Room {
     this.#retryTimer = setTimeout(() => this.#open(), delay);
   }
 
-  /** Count a WebSocket attempt that never got its welcome; fall back to SSE after enough. */
-  #websocketFailed() {
+  /**
+   * Count an attempt that never got its welcome. Enough failed WebSocket attempts in a row
+   * switch to SSE; an SSE attempt that fails too ends the switch, since then the server is what
+   * cannot be reached (or has no SSE), not the WebSocket.
+   * @param {Transport} transport
+   */
+  #attemptFailed(transport) {
+    if (transport === "sse") {
+      this.#sseUntil = 0;
+      this.#wsFailures = 0;
+      return;
+    }
     this.#wsFailures += 1;
     const sse = this.#pickable().includes("sse");
     if (sse && this.#wsFailures >= this.#opts.fallbackAfter) {
