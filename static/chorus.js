@@ -481,6 +481,7 @@ function parseCloseEvent(data) {
  */
 function openSse(target, handlers) {
   const abort = new AbortController();
+  let closing = false;
   /** @type {string | null} */
   let session = null;
   /** @param {ServerEvent} event */
@@ -489,7 +490,7 @@ function openSse(target, handlers) {
     handlers.event(event);
   };
   const ended = readStream(target, abort, onEvent, handlers.bad).then((end) => {
-    if (!abort.signal.aborted) handlers.end(end);
+    if (!closing) handlers.end(end);
   });
   /** @type {Promise<unknown>} */
   let chain = Promise.resolve();
@@ -502,6 +503,7 @@ function openSse(target, handlers) {
       return sent;
     },
     async close() {
+      closing = true;
       abort.abort();
       await Promise.all([ended, chain]);
     },
@@ -655,6 +657,8 @@ export class Room {
   #state = "connecting";
   /** Set by `close()`: nothing reconnects any more. */
   #closed = false;
+  /** Whether an attempt is waiting for its token (it has no link yet). */
+  #opening = false;
   #attempt = 0;
   #wsFailures = 0;
   /** Until when SSE is used instead of WebSocket after failed WebSocket attempts; 0: not. */
@@ -768,7 +772,7 @@ export class Room {
    * or close code caused), or to skip a pending delay. Does nothing after {@link Room.close}.
    */
   reconnect() {
-    if (this.#closed || this.#link) return;
+    if (this.#closed || this.#link || this.#opening) return;
     clearTimeout(this.#retryTimer);
     this.#attempt = 0;
     this.#open();
@@ -892,11 +896,14 @@ export class Room {
     const transport = this.#pickTransport();
     this.#status({ state: "connecting" }, null, transport);
     let token;
+    this.#opening = true;
     try {
       token = typeof this.#token === "function" ? await this.#token() : this.#token;
     } catch (err) {
       this.#emit("error", { source: "client", code: "token", message: errorText(err) });
       return this.#ended(null, transport, { code: LOST, reason: "no token" });
+    } finally {
+      this.#opening = false;
     }
     if (this.#closed) return;
     this.#attach(transport, token);

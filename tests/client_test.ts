@@ -690,3 +690,17 @@ Deno.test("Node imports chorus.js and chats over its WebSocket", async () => {
     await server.close();
   }
 });
+
+Deno.test("SSE: a stream silent for longer than sseIdleMs is dropped and resumed", async () => {
+  const sse = new SseEndpoint(); // sends its welcome and one ping, then nothing
+  const ada = record(sse.url, { transports: ["sse"], sseIdleMs: 150, ...FAST });
+  try {
+    await ada.until("welcome");
+    const dropped = await ada.status("reconnecting");
+    assert.equal(dropped.reason, "stream idle");
+    await ada.until("welcome");
+  } finally {
+    await ada.room.close();
+    await sse.shutdown();
+  }
+});
