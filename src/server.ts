@@ -12,7 +12,14 @@ import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { corsHeaders, preflight, withHeaders } from "./cors.ts";
 import { checkStream, createSse, type SseAdapter, wantsEventStream } from "./sse.ts";
-import { ASSET_PREFIX, ASSETS, pageAt, serveAsset } from "./static.ts";
+import {
+  ASSET_PREFIX,
+  ASSETS,
+  CLIENT_LIBRARY,
+  CLIENT_LIBRARY_PATH,
+  pageAt,
+  serveAsset,
+} from "./static.ts";
 import {
   type Admitted,
   checkUpgrade,
@@ -161,6 +168,7 @@ export function createHandler(deps: HandlerDeps): Handler {
         uptime: Math.round((Date.now() - startedAt) / 1000),
       });
     }
+    if (url.pathname === CLIENT_LIBRARY_PATH) return serveAsset(req, CLIENT_LIBRARY);
     if (url.pathname.startsWith(ASSET_PREFIX)) {
       const file = ASSETS.get(url.pathname.slice(ASSET_PREFIX.length));
       return file ? serveAsset(req, file) : httpError(404, "not_found", "no such asset");
