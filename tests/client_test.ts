@@ -704,3 +704,27 @@ Deno.test("SSE: a stream silent for longer than sseIdleMs is dropped and resumed
     await sse.shutdown();
   }
 });
+
+Deno.test("over the server's own SSE, a room chats with a WebSocket member both ways", async () => {
+  const server = startServer();
+  const sia = record(`${server.origin}/mixed`, { name: "Sia", transports: ["sse"], ...FAST });
+  try {
+    const welcome = await sia.until("welcome");
+    assert.equal(sia.room.transport, "sse");
+    assert.equal(typeof welcome.session, "string", "an SSE member's welcome has a session");
+    const { client: ws } = await chatClient(server.ws("/mixed?name=Wes"));
+    await sia.until("join", (j) => j.name === "Wes");
+    await sia.room.send("from SSE");
+    const heard = await ws.until("message");
+    assert.deepEqual([heard.text, heard.from.name], ["from SSE", "Sia"]);
+    ws.sendEvent({ type: "message", text: "from WebSocket" });
+    const got = await sia.until("message", (m) => m.text === "from WebSocket");
+    assert.equal(got.offset, heard.offset + 1, "one stream, one order");
+    await sia.room.rename("Sia K.");
+    assert.equal((await ws.until("rename")).name, "Sia K.");
+    await ws.close();
+  } finally {
+    await sia.room.close();
+    await server.close();
+  }
+});
