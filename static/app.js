@@ -141,10 +141,11 @@ function setRoom(path) {
 }
 
 /** Update the connection indicator, the Reconnect button and the send button. */
-function setStatus(kind, text, transport = null) {
+function setStatus(kind, text, transport = null, title = "") {
   ui.status.dataset.state = kind;
   ui.status.dataset.transport = transport ?? "";
   ui.status.textContent = text;
+  ui.status.title = title;
   ui.reconnect.hidden = kind !== "closed" && kind !== "reconnecting";
   ui.send.disabled = kind !== "open";
 }
@@ -275,9 +276,12 @@ function onStatus(s) {
       return setStatus("connecting", `connecting…${via}`, s.transport);
     case "open":
       state.open = true;
-      setStatus("open", `connected${via}`, s.transport);
-      ui.status.title = s.fallback ? "WebSocket could not connect; using SSE + POST" : "";
-      return;
+      return setStatus(
+        "open",
+        `connected${via}`,
+        s.transport,
+        s.fallback ? "WebSocket could not connect; using SSE + POST" : "",
+      );
     case "reconnecting":
       if (state.open) addNotice(`Disconnected: ${why}.`, "close");
       state.open = false;
