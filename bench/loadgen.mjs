@@ -1,6 +1,7 @@
 /**
  * Load generator for `deno task bench`: WebSocket clients over raw TCP (`node:net` only, no npm
- * packages), cheap enough per frame that the server under test stays the bottleneck.
+ * packages), cheap enough per frame that the server under test stays the bottleneck, and
+ * server-sent-events members by `node:http` (`sse`).
  *
  *   node bench/loadgen.mjs '<json config>'
  *
@@ -13,6 +14,9 @@
  *   events, and tells `message` events from presence by one byte each (see TYPE_AT).
  * - Every socket of the process reads into one shared buffer (`onread`), so a read costs no
  *   allocation and an idle connection costs the loadgen almost no memory.
+ * - With `sse`, subscribers are `chorus.v1` members over server-sent events instead, opened
+ *   with `node:http` (the response streamed, its `data:` lines parsed; see feedSse), and the
+ *   publisher stays a WebSocket.
  * - Fan-out keeps at most `window` messages in flight: a message is acknowledged once both the
  *   publisher (it is in the room, so it hears its own messages) and the first sampled
  *   subscriber have received it.
@@ -30,6 +34,7 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
+import http from "node:http";
 import net from "node:net";
 import process from "node:process";
 import readline from "node:readline";
@@ -41,6 +46,9 @@ import readline from "node:readline";
  * @property {string} path room (URL path)
  * @property {number} roomSize when above 0, connection i joins `${path}-${floor(i / roomSize)}`
  * @property {boolean} chat offer the `chorus.v1` subprotocol
+ * @property {boolean} [sse] subscribers (counting and sampled) are `chorus.v1` members over
+ *   server-sent events (`GET` with `Accept: text/event-stream`, by `node:http`); the publisher
+ *   stays a WebSocket. Needs `chat`.
  * @property {string} [localAddress] loopback address to connect from (127.0.0.x)
  * @property {number} subs connections that only count what they receive
  * @property {number} sampled connections that parse and check every payload (join after `subs`)
@@ -62,6 +70,7 @@ const cfg = {
   path: "/",
   roomSize: 0,
   chat: false,
+  sse: false,
   subs: 0,
   sampled: 0,
   publisher: false,
@@ -140,6 +149,11 @@ class Conn {
     this.next = new Map();
     this.maxSeq = -1;
     this.offset = 0; // the highest chorus.v1 `offset` it has seen
+    // server-sent events (see feedSse)
+    this.lineOff = 0; // bytes of the current line seen so far
+    this.lineKind = LINE_OTHER;
+    this.named = false; // the current SSE message has an `event:` field (chorus' `close`)
+    this.welcomeLine = false; // the current data line is a `welcome` (counting connections)
     // all-to-all sending
     this.sent = 0;
     this.nextSend = 0;
@@ -589,6 +603,135 @@ function handshake(c, data, i, end) {
   return end; // everything of this read was consumed above
 }
 
+// ---------------------------------------------------------------- server-sent events
+// An SSE member gets each chorus.v1 event as one SSE message: a `data: <event JSON>` line and
+// a blank line, a stored `message` preceded by `id: EPOCH:OFFSET`; `: ping` comments; and, when
+// the server ends the stream, `event: close` with `data: {"code":N,"reason":"..."}`. Like its
+// WebSocket twin a counting connection reads two bytes of a line only: its first (`d` for
+// `data:`, `e` for `event:`) and, on a data line, the event type's first letter, TYPE_AT bytes
+// into the JSON. Sampled connections keep their data lines and parse them (onMessage).
+const LINE_OTHER = 0; // `id:`, a comment, or not known yet
+const LINE_DATA = 1; // `data:` of a chorus.v1 event
+const LINE_EVENT = 2; // `event:` (only the `close` event has one)
+const LINE_NAMED = 3; // `data:` of a named event: `close`'s code and reason
+const DATA_PREFIX = 6; // "data: "
+const DATA_TYPE_AT = DATA_PREFIX + TYPE_AT;
+const D = 0x64;
+const E = 0x65;
+
+/** Feed response-body bytes (chunked encoding already removed by node:http) to an SSE member. */
+function feedSse(c, data) {
+  const end = data.length;
+  const keepData = c.kind !== COUNT;
+  let p = 0;
+  while (p < end) {
+    const nl = data.indexOf(NL, p);
+    const lineEnd = nl === -1 ? end : nl;
+    if (c.lineOff === 0 && p < lineEnd) {
+      const b = data[p];
+      c.lineKind = b === D ? (c.named ? LINE_NAMED : LINE_DATA) : b === E ? LINE_EVENT : LINE_OTHER;
+    }
+    if (c.lineKind === LINE_DATA && !keepData) {
+      const at = p + DATA_TYPE_AT - c.lineOff;
+      if (at >= p && at < lineEnd) {
+        if (data[at] === M) c.msgs++;
+        else if (data[at] === W) c.welcomeLine = true;
+      }
+    } else if (c.lineKind !== LINE_OTHER) {
+      c.parts.push(Buffer.from(data.subarray(p, lineEnd)));
+    }
+    c.lineOff += lineEnd - p;
+    if (nl === -1) return;
+    endSseLine(c);
+    p = nl + 1;
+  }
+}
+
+/** A line of an event stream has ended (its "\n" has come). */
+function endSseLine(c) {
+  const kind = c.lineKind;
+  const length = c.lineOff;
+  c.lineOff = 0;
+  c.lineKind = LINE_OTHER;
+  if (length === 0) { // a blank line ends an SSE message
+    c.named = false;
+    return;
+  }
+  if (kind === LINE_OTHER) return;
+  const line = kind === LINE_DATA && c.kind === COUNT
+    ? null
+    : c.parts.length === 1
+    ? c.parts[0]
+    : Buffer.concat(c.parts);
+  c.parts = [];
+  if (kind === LINE_EVENT) {
+    c.named = true;
+    return;
+  }
+  if (kind === LINE_NAMED) {
+    try {
+      const { code } = JSON.parse(line.subarray(DATA_PREFIX).toString("utf8"));
+      if (typeof code === "number") c.closeCode = code;
+    } catch {
+      c.bad++;
+    }
+    return;
+  }
+  c.frames++;
+  c.frameLen = length - DATA_PREFIX;
+  if (line === null) {
+    c.events++;
+    if (c.welcomeLine) {
+      c.welcomeLine = false;
+      welcomed(c);
+    }
+    return;
+  }
+  c.events += onMessage(c, 0x1, line.subarray(DATA_PREFIX));
+  if (c === acker) pump();
+}
+
+const sseAgent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+
+/** Open an event stream for `c`: `GET path` with `Accept: text/event-stream`, by node:http. */
+function openSse(c, path) {
+  const req = http.request({
+    host: cfg.host,
+    port: cfg.port,
+    path,
+    method: "GET",
+    agent: sseAgent,
+    headers: { accept: "text/event-stream" },
+    ...(cfg.localAddress ? { localAddress: cfg.localAddress } : {}),
+  });
+  c.sock = req;
+  req.on("socket", (sock) => {
+    sock.setNoDelay(true);
+    sock.once("connect", () => {
+      c.tcpMs = performance.now() - c.openAt;
+    });
+  });
+  req.on("response", (res) => {
+    if (res.statusCode !== 200) {
+      res.resume();
+      fail(c, `sse: HTTP ${res.statusCode}`);
+      return;
+    }
+    if (!String(res.headers["content-type"]).startsWith("text/event-stream")) {
+      fail(c, `sse: content-type ${res.headers["content-type"]}`);
+      return;
+    }
+    c.sock = res; // destroy, pause and resume act on the stream's socket
+    c.state = OPEN;
+    connected(c, null);
+    res.on("data", (chunk) => feedSse(c, chunk));
+    res.on("error", (err) => onSocketError(c, err));
+  });
+  req.on("error", (err) => onSocketError(c, err));
+  req.on("close", () => onSocketClose(c));
+  req.end();
+}
+
 // ---------------------------------------------------------------- connecting
 const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 const ON_READ = !("Deno" in globalThis); // Deno's node:net compat: plain 'data' events
@@ -615,8 +758,10 @@ function fail(c, reason) {
 }
 
 function open(c) {
-  c.key = randomBytes(16).toString("base64");
   c.openAt = performance.now();
+  const path = cfg.roomSize > 0 ? `${cfg.path}-${Math.floor(c.index / cfg.roomSize)}` : cfg.path;
+  if (cfg.sse && c.kind !== PUB) return openSse(c, path);
+  c.key = randomBytes(16).toString("base64");
   const options = {
     host: cfg.host,
     port: cfg.port,
@@ -635,7 +780,6 @@ function open(c) {
   const sock = net.connect(options);
   c.sock = sock;
   if (!ON_READ) sock.on("data", (d) => feed(c, d, 0, d.length));
-  const path = cfg.roomSize > 0 ? `${cfg.path}-${Math.floor(c.index / cfg.roomSize)}` : cfg.path;
   sock.on("connect", () => {
     c.tcpMs = performance.now() - c.openAt;
     sock.write(
@@ -644,21 +788,25 @@ function open(c) {
         (cfg.chat ? "Sec-WebSocket-Protocol: chorus.v1\r\n" : "") + "\r\n",
     );
   });
-  sock.on("error", (err) => {
-    const reason = `socket: ${err.code ?? err.message}`;
-    if (c.state === HANDSHAKE) failHandshake(c, reason);
-    else if (!c.gone && c !== staller) noteError(reason);
-    c.gone = true;
-  });
-  sock.on("close", () => {
-    markFailed(c);
-    if (c.state === HANDSHAKE) failHandshake(c, "closed during handshake");
-    else if (!quitting && !c.gone && c !== staller) {
-      noteError(`closed by server (code ${c.closeCode || 1006})`);
-    }
-    c.state = CLOSED;
-    c.gone = true;
-  });
+  sock.on("error", (err) => onSocketError(c, err));
+  sock.on("close", () => onSocketClose(c));
+}
+
+function onSocketError(c, err) {
+  const reason = `socket: ${err.code ?? err.message}`;
+  if (c.state === HANDSHAKE) failHandshake(c, reason);
+  else if (!c.gone && c !== staller) noteError(reason);
+  c.gone = true;
+}
+
+function onSocketClose(c) {
+  markFailed(c);
+  if (c.state === HANDSHAKE) failHandshake(c, "closed during handshake");
+  else if (!quitting && !c.gone && c !== staller) {
+    noteError(`closed by server (code ${c.closeCode || 1006})`);
+  }
+  c.state = CLOSED;
+  c.gone = true;
 }
 
 /** Open `list` with at most `concurrency` upgrades in flight; resolve when all are done. */

@@ -10,6 +10,10 @@
  *                                       issue #13: what the durable store costs (fan-out and
  *                                       many small rooms on SQLite against memory; a restart
  *                                       over 1,000 rooms of kept messages)
+ *   deno task bench --only sse --stores memory
+ *                                       issue #14: chorus.v1 members over server-sent events
+ *                                       next to chorus.v1 over WebSocket (fan-out to 1,000;
+ *                                       10,000 idle in rooms of 100 and in one room)
  *   deno task bench --help       every flag
  *
  * Prints Markdown tables (each figure with its ratio to `ws`) and writes
@@ -45,7 +49,9 @@ const PHASE_MS = 180_000;
 const RSS_SAMPLE_MS = 100;
 /** A load generator above this share of one core may be what limits the figures. */
 const SATURATED = 0.9;
-const GROUPS = ["fanout", "chat", "idle", "stall", "storm", "rooms", "restart"] as const;
+const GROUPS = ["fanout", "chat", "idle", "stall", "storm", "rooms", "restart", "sse"] as const;
+/** Subscribers of the SSE group's fan-out (issue #14), over SSE and over WebSocket. */
+const SSE_FANOUT = 1000;
 /**
  * chorus' local stores (`--store`); `--stores` picks which the fan-out and rooms run on.
  * `none` passes no store flag at all: for a `--chorus-dir` from before issue #13.
@@ -63,7 +69,8 @@ type Store = typeof STORES[number];
  * (idle only: what `Deno.upgradeWebSocket` costs with chorus' heartbeat and no code of ours).
  */
 type ServerKind = "chorus" | "ws" | "deno" | "bare";
-type Mode = "raw" | "chat";
+/** Raw WebSocket; `chorus.v1` over WebSocket; `chorus.v1` over server-sent events (members only). */
+type Mode = "raw" | "chat" | "sse";
 
 // ------------------------------------------------------------------------------ options
 
@@ -104,8 +111,10 @@ in the same run.
   --full               larger scenarios: 10,000 subscribers, 19,000 idle connections,
                        1,000 subscribers and 20 s in the stall, 10 s windows, 3 runs
   --runs N             runs of each case; tables show medians (quick 1, full 3)
-  --only LIST          scenario groups: fanout, chat, idle, stall, storm, rooms, restart
-                       (default all)
+  --only LIST          scenario groups: fanout, chat, idle, stall, storm, rooms, restart,
+                       sse (chorus.v1 members over server-sent events next to chorus.v1
+                       over WebSocket: fan-out to 1,000 at --sizes, --idle idle members in
+                       rooms of 100 and in one room; chorus only) (default all)
   --servers LIST       chorus, ws, deno (naive Deno hub), bare (bare Deno sockets,
                        idle only); default all
   --warmup S           seconds of load before each window (quick 1, full 2)
@@ -569,6 +578,8 @@ interface LoadgenConfig {
   /** When above 0, connection i joins `${path}-${floor(i / roomSize)}`. */
   roomSize?: number;
   chat: boolean;
+  /** Subscribers are `chorus.v1` members over server-sent events (the publisher is not). */
+  sse?: boolean;
   localAddress?: string;
   subs: number;
   sampled: number;
@@ -893,7 +904,8 @@ function fanout(subs: number, size: number, mode: Mode): Case["run"] {
       {
         port: server.port,
         path: `/fanout-${subs}`,
-        chat: mode === "chat",
+        chat: mode !== "raw",
+        sse: mode === "sse",
         size,
         window: opts.window,
       },
@@ -981,7 +993,8 @@ function allToAll(clients: number, rate: number, mode: Mode): Case["run"] {
     const [lg] = startLoadgens(ctx, [{
       port: server.port,
       path: "/chat",
-      chat: mode === "chat",
+      chat: mode !== "raw",
+      sse: mode === "sse",
       size: 64,
       window: 0,
       publisher: false,
@@ -1066,7 +1079,8 @@ function idleLoadgens(
       port: ctx.server.port,
       path: roomSize > 0 ? `${path}-${k}` : path,
       roomSize,
-      chat: mode === "chat",
+      chat: mode !== "raw",
+      sse: mode === "sse",
       size: 64,
       window: 0,
       publisher: false,
@@ -1179,7 +1193,7 @@ function idle(count: number, mode: Mode, roomSize: number): Case["run"] {
       welcomeKiB: welcomes > 0
         ? end.reduce((s, x) => s + x.welcomeBytes, 0) / welcomes / 1024
         : null,
-      presencePerClient: mode === "chat" && connected > 0 ? (events - welcomes) / connected : null,
+      presencePerClient: mode !== "raw" && connected > 0 ? (events - welcomes) / connected : null,
       closedByServer,
       serverCpuSecPer1k: connected > 0 ? (c.server - a.server) / connected * 1000 : null,
       rssBeforeMiB: before / 1024,
@@ -1314,7 +1328,7 @@ function storm(count: number, window: number, mode: Mode): Case["run"] {
       welcomeKiB: welcomes > 0
         ? end.reduce((s, x) => s + x.welcomeBytes, 0) / welcomes / 1024
         : null,
-      presencePerClient: mode === "chat" ? (events - welcomes) / count : null,
+      presencePerClient: mode !== "raw" ? (events - welcomes) / count : null,
       closedByServer,
       setupSec,
       rssMiB: mem.rss / 1024,
@@ -1342,7 +1356,8 @@ function stall(subs: number, stallSec: number, mode: Mode): Case["run"] {
       {
         port: server.port,
         path: "/stall",
-        chat: mode === "chat",
+        chat: mode !== "raw",
+        sse: mode === "sse",
         size: 4096,
         window: opts.window,
       },
@@ -1678,10 +1693,14 @@ function sizeLabel(bytes: number): string {
 function cases(opts: Options): Case[] {
   const out: Case[] = [];
   const variants = (modes: Mode[]): [ServerKind, Mode][] =>
-    ([["ws", "raw"], ["deno", "raw"], ["bare", "raw"], ["chorus", "raw"], ["chorus", "chat"]] as [
-      ServerKind,
-      Mode,
-    ][])
+    ([
+      ["ws", "raw"],
+      ["deno", "raw"],
+      ["bare", "raw"],
+      ["chorus", "raw"],
+      ["chorus", "chat"],
+      ["chorus", "sse"],
+    ] as [ServerKind, Mode][])
       .filter(([s, m]) => opts.servers.includes(s) && modes.includes(m));
   // chorus runs on the first store listed, or on each (fan-out, many rooms).
   const add = (
@@ -1743,6 +1762,18 @@ function cases(opts: Options): Case[] {
     add("rooms", scenario, ["chat"], () => manyRooms(opts.rooms, opts.roomRates), undefined, [
       ...opts.stores,
     ]);
+  }
+  if (opts.only.includes("sse")) {
+    // Issue #14: each scenario's WebSocket row is the baseline of its SSE row.
+    for (const size of opts.sizes) {
+      const scenario = `SSE fan-out · ${n0(SSE_FANOUT)} subs · ${sizeLabel(size)}`;
+      add("sse", scenario, ["chat", "sse"], (m) => fanout(SSE_FANOUT, size, m));
+    }
+    for (const roomSize of [IDLE_CHAT_ROOM, 0]) {
+      const rooms = roomSize > 0 ? `rooms of ${roomSize}` : "one room";
+      const scenario = `SSE idle · ${n0(opts.idle)} members · ${rooms}`;
+      add("sse", scenario, ["chat", "sse"], (m) => idle(opts.idle, m, roomSize));
+    }
   }
   if (opts.only.includes("restart") && opts.servers.includes("chorus")) {
     const perRoom = Math.ceil(opts.restartMessages / 10) * 10;
@@ -1820,7 +1851,13 @@ function serverLabel(
 ): string {
   if (r.server === "bare") return "bare Deno sockets";
   if (r.server !== "chorus") return r.server === "ws" ? "ws" : "naive Deno";
-  const label = [r.mode === "chat" ? "chorus · chorus.v1" : "chorus · raw"];
+  const label = [
+    r.mode === "sse"
+      ? "chorus · chorus.v1 over SSE"
+      : r.mode === "chat"
+      ? "chorus · chorus.v1"
+      : "chorus · raw",
+  ];
   if (r.variant) label.push(r.variant);
   if (r.store) label.push(r.store);
   return label.join(" · ");
@@ -2022,6 +2059,68 @@ function report(results: Result[], opts: Options): string {
           { title: "empty store RSS MiB", key: "emptyRssMiB", ratio: false },
         ]),
     );
+  }
+  if (of("sse").length) {
+    const vsWebSocket = { server: "chorus", mode: "chat" } as const;
+    const fan = of("sse").filter((r) => r.scenario.startsWith("SSE fan-out"));
+    const idle = of("sse").filter((r) => r.scenario.startsWith("SSE idle"));
+    const ratio = (title: string, key: string, bound?: Column["bound"]): Column => ({
+      title,
+      key,
+      vs: vsWebSocket,
+      ...(bound ? { bound } : {}),
+    });
+    const sseIntro = "**SSE members** (issue #14): `chorus.v1` members over server-sent events " +
+      "(`node:http` clients) next to `chorus.v1` over WebSocket in the same run; " +
+      '"SSE ÷ WS" columns give the SSE row\'s ratio to the WebSocket row';
+    if (fan.length) {
+      parts.push(
+        `${sseIntro}. Fan-out: one WebSocket \`chorus.v1\` publisher, ${opts.window} ` +
+          "messages in flight; deliveries are `message` events\n\n" +
+          table(fan, [
+            { title: "deliveries/s", key: "deliveriesPerSec" },
+            ratio("SSE ÷ WS", "deliveriesPerSec"),
+            { title: "p50 ms", key: "p50", digits: 1 },
+            ratio("SSE ÷ WS", "p50"),
+            { title: "p99 ms", key: "p99", digits: 1 },
+            ratio("SSE ÷ WS", "p99"),
+            serverCpu,
+            { title: "deliveries/CPU-s", key: "deliveriesPerCpuSec" },
+            ratio("SSE ÷ WS", "deliveriesPerCpuSec"),
+            { title: "RSS MiB", key: "rssMiB" },
+            ratio("SSE ÷ WS", "rssMiB"),
+            { title: "flood peak RSS MiB", key: "floodPeakRssMiB" },
+            { title: "setup s", key: "setupSec", digits: 1 },
+            loadgen,
+            others,
+            { title: "saturated", key: "bound" },
+          ]),
+      );
+    }
+    if (idle.length) {
+      parts.push(
+        `${fan.length ? "**SSE members, idle**" : sseIntro}: memory = (RSS after − RSS before) / ` +
+          "members; ready = welcomed\n\n" +
+          table(idle, [
+            { title: "connected", key: "connections", ratio: false },
+            { title: "KiB/conn", key: "kibPerConn", digits: 1 },
+            ratio("SSE ÷ WS", "kibPerConn"),
+            { title: "of it malloc heap", key: "heapKibPerConn", digits: 1 },
+            { title: "other anonymous", key: "anonKibPerConn", digits: 1 },
+            { title: "connects/s", key: "connectPerSec" },
+            { title: "ready/s", key: "readyPerSec", bound: readyBound },
+            ratio("SSE ÷ WS", "readyPerSec", readyBound),
+            { title: "server CPU-s per 1k connects", key: "serverCpuSecPer1k", digits: 2 },
+            ratio("SSE ÷ WS", "serverCpuSecPer1k"),
+            { title: "welcome KiB", key: "welcomeKiB", digits: 1 },
+            { title: "presence events/client", key: "presencePerClient" },
+            { title: "closed by chorus", key: "closedByServer" },
+            { title: "RSS after MiB", key: "rssMiB" },
+            loadgen,
+            others,
+          ]),
+      );
+    }
   }
   const targets = issue12(results);
   if (targets.length) parts.push(targets.join("\n"));

@@ -14,6 +14,7 @@ import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { openStore } from "./open_store.ts";
 import { createHandler, type Handler } from "./server.ts";
+import { createSse } from "./sse.ts";
 import type { StreamStore } from "./store.ts";
 
 /** The parts of one server; `Deno.serve` takes `handler`. */
@@ -21,7 +22,7 @@ export interface App {
   hub: Hub;
   handler: Handler;
   /**
-   * Close every socket with 1001 `server shutting down` (see `src/close.ts`), waiting up to
+   * Close every socket and event stream with 1001 `server shutting down` (see `src/close.ts`), waiting up to
    * 2 s for the close handshakes, then dispose of the hub. New upgrades get 503 from the first
    * moment.
    */
@@ -38,6 +39,8 @@ export interface Shared {
   limiter: Int32Array;
   /** The bus between the workers' hubs; none when each worker is on the Redis backplane. */
   bus?: Bus | undefined;
+  /** The `BroadcastChannel` the workers relay event-stream POSTs over (`src/sessions.ts`). */
+  relay?: string | undefined;
 }
 
 /** Extra wiring that does not come from flags. */
@@ -149,6 +152,7 @@ export function createApp(
     log,
   });
   const verify = createConnectionVerifier(config, jwtPublicKeyPem);
+  const sse = createSse({ config, hub, relayChannel: shared?.relay });
   const handler = createHandler({
     config,
     hub,
@@ -156,12 +160,14 @@ export function createApp(
     verify,
     api,
     basePath: base,
+    sse,
   });
   return {
     hub,
     handler,
     async shutdown() {
       await hub.closeAll();
+      sse.close();
       await hub.dispose();
     },
   };

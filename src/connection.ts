@@ -5,14 +5,16 @@
  * only ever sees typed values.
  * @module
  */
+import { actOnEvent } from "./act.ts";
 import type { Config } from "./config.ts";
 import { IDLE_CLOSE_REASON } from "./close.ts";
 import type { Hub, Member } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { C, utf8Length } from "./metrics.ts";
-import { type Mode, parseClientEvent, protocolError, SUBPROTOCOL } from "./protocol.ts";
+import { type Mode, protocolError, SUBPROTOCOL } from "./protocol.ts";
 import { TokenBucket } from "./ratelimit.ts";
 import type { Resume } from "./tail.ts";
+import type { Peer } from "./transport.ts";
 import type { Admitted, Refused } from "./upgrade.ts";
 
 /** What the adapter is built from. */
@@ -167,11 +169,11 @@ class WebSocketMember implements Member {
 }
 
 /**
- * Close a socket with 4001 when its token expires. One timer per connection, re-armed for
+ * Close a peer (a socket, an event stream) with 4001 when its token expires. One timer per connection, re-armed for
  * expiries beyond `setTimeout`'s range. Returns what cancels it, which the member's `ended`
  * calls on every way out.
  */
-function closeAtExpiry(hub: Hub, socket: WebSocket, expiresAt: number): () => void {
+export function closeAtExpiry(hub: Hub, socket: Peer, expiresAt: number): () => void {
   let timer: ReturnType<typeof setTimeout>;
   const arm = () => {
     const wait = expiresAt - Date.now();
@@ -192,17 +194,6 @@ function act(hub: Hub, member: Member, data: string | ArrayBuffer): void {
   if (typeof data !== "string") {
     return hub.reject(member, protocolError("invalid_json", `${SUBPROTOCOL} frames must be text`));
   }
-  const event = parseClientEvent(data);
-  switch (event.type) {
-    case "error":
-      return hub.reject(member, event);
-    case "message":
-      hub.publish(member.room, event.text, member);
-      return;
-    case "rename":
-      if (member.nameLocked) {
-        return hub.reject(member, protocolError("name_locked", "your token sets your name"));
-      }
-      return hub.rename(member, event.name);
-  }
+  const refused = actOnEvent(hub, member, data);
+  if (refused) hub.reject(member, refused);
 }

@@ -3,6 +3,7 @@
  * responses, and the one JSON error shape with its stable codes.
  * @module
  */
+import type { ErrorCode } from "./protocol.ts";
 
 /** Connection details Deno passes next to the request; optional for in-process tests. */
 export interface RequestInfo {
@@ -29,12 +30,16 @@ export type HttpErrorCode =
   | "invalid_room"
   | "payload_too_large"
   | "unsupported_media_type"
-  | "shutting_down";
+  | "shutting_down"
+  | "invalid_session";
 
-/** A JSON error response; every HTTP error chorus returns has this shape. */
+/**
+ * A JSON error response; every HTTP error chorus returns has this shape. A POSTed event that
+ * is refused carries the code its `error` event would (`src/protocol.ts`).
+ */
 export function httpError(
   status: number,
-  code: HttpErrorCode,
+  code: HttpErrorCode | ErrorCode,
   message: string,
   headers: HeadersInit = {},
 ): Response {

@@ -79,6 +79,22 @@ export interface Member extends Present {
   readonly bucket: TokenBucket;
   /** Called once when the member leaves the hub, whichever way: frees what its adapter holds. */
   ended?: () => void;
+  /** How the member is connected; a WebSocket when absent (the hub counts each apart). */
+  readonly transport?: Transport;
+  /**
+   * The session an event-stream member sends with (`POST /ROOM`), told in its `welcome` with
+   * the transport; WebSocket members have none.
+   */
+  readonly session?: string | undefined;
+}
+
+/** How a member is connected: a WebSocket, or server-sent events plus POSTs. */
+export type Transport = "websocket" | "sse";
+
+/** The `/metrics` slot that counts open connections like `member`. */
+function connectionSlot(member: Member): number {
+  if (member.transport === "sse") return C.sseConnections;
+  return member.mode === "raw" ? C.rawConnections : C.chatConnections;
 }
 
 interface Room {
@@ -195,7 +211,7 @@ export class Hub {
    */
   connect(member: Member): void {
     this.#members.set(member.socket, member);
-    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]!++;
+    this.metrics.row[connectionSlot(member)]!++;
     this.#watches.watch(member.room);
   }
 
@@ -271,7 +287,7 @@ export class Hub {
     } else {
       this.#slots.hold(peer, member.ip);
     }
-    this.metrics.row[member.mode === "raw" ? C.rawConnections : C.chatConnections]!--;
+    this.metrics.row[connectionSlot(member)]!--;
     this.metrics.disconnect(reason);
     member.ended?.();
     const room = this.#rooms.get(member.room);
@@ -452,6 +468,9 @@ export class Hub {
         after: recovery!.after,
         history,
         recovered: recovery!.recovered,
+        ...(member.session === undefined
+          ? {}
+          : { session: member.session, transport: member.transport ?? "websocket" }),
       };
       if (events.length === 0) {
         room.chat.add(member.socket);

@@ -56,15 +56,23 @@ export const C = {
   storeErrors: 11,
   /** Messages delivered without being stored, so no resume will return them. */
   unstored: 12,
+  /** Open server-sent-events streams (always `chorus.v1`); the two above count WebSockets. */
+  sseConnections: 13,
 } as const;
 
 /**
  * The slots of {@link C} that say how things are now rather than count what happened: a row's
  * gauges mean nothing once its hub is gone, so {@link clearGauges} zeroes them.
  */
-const GAUGES = [C.rawConnections, C.chatConnections, C.backplaneOn, C.backplaneUp] as const;
+const GAUGES = [
+  C.rawConnections,
+  C.chatConnections,
+  C.sseConnections,
+  C.backplaneOn,
+  C.backplaneUp,
+] as const;
 
-const DISCONNECT_BASE = 13;
+const DISCONNECT_BASE = 14;
 const REFUSE_BASE = DISCONNECT_BASE + DISCONNECT_REASONS.length;
 
 /** Numbers per row: the counters and gauges above, then one per disconnect and refuse reason. */
@@ -141,9 +149,10 @@ export class Metrics {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
       for (const [labels, value] of samples) out.push(`${name}${labels} ${value}`);
     };
-    metric("chorus_connections", "gauge", "Open WebSocket connections by mode.", [
-      ['{mode="raw"}', this.#sum(C.rawConnections)],
-      ['{mode="chat"}', this.#sum(C.chatConnections)],
+    metric("chorus_connections", "gauge", "Open connections by mode and transport.", [
+      ['{mode="raw",transport="websocket"}', this.#sum(C.rawConnections)],
+      ['{mode="chat",transport="websocket"}', this.#sum(C.chatConnections)],
+      ['{mode="chat",transport="sse"}', this.#sum(C.sseConnections)],
     ]);
     metric("chorus_rooms", "gauge", "Rooms with at least one member.", [["", rooms]]);
     metric("chorus_messages_received_total", "counter", "Messages received from clients.", [
@@ -170,7 +179,7 @@ export class Metrics {
     metric(
       "chorus_upgrades_refused_total",
       "counter",
-      "WebSocket upgrades refused before a socket was created, by reason.",
+      "WebSocket upgrades and event streams refused before a connection was made, by reason.",
       REFUSE_REASONS.map((r, i) => [`{reason="${r}"}`, this.#sum(REFUSE_BASE + i)]),
     );
     metric(

@@ -80,6 +80,10 @@ export type ServerEvent =
      * all delivered, or the client asked for no position.
      */
     recovered: boolean;
+    /** An event-stream member's session, for its `POST /ROOM` (see `src/sse.ts`). */
+    session?: string;
+    /** Set with `session`: how the member receives (`sse`). */
+    transport?: "websocket" | "sse";
   }
   | MessageEvent
   /** The member count of a room over the presence limit, instead of `join` and `leave`. */

@@ -1,6 +1,6 @@
 /**
- * The request handler: routes HTTP requests to the page, `/healthz`, `/metrics`, the API and
- * WebSocket upgrades. It is a plain function of config and hub, so tests can call it with
+ * The request handler: routes HTTP requests to the page, `/healthz`, `/metrics`, the API,
+ * WebSocket upgrades and event streams with their POSTs. It is a plain function of config and hub, so tests can call it with
  * `new Request(...)`; only the entry points hand it to `Deno.serve`.
  * @module
  */
@@ -10,8 +10,24 @@ import { createAccept } from "./connection.ts";
 import { type Handler, httpError, json, remoteIp, type RequestInfo } from "./http.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
-import { ASSET_PREFIX, ASSETS, pageAt, serveAsset } from "./static.ts";
-import { type Admitted, checkUpgrade, refusalResponse, REFUSALS, type Refused } from "./upgrade.ts";
+import { corsHeaders, preflight, withHeaders } from "./cors.ts";
+import { checkStream, createSse, type SseAdapter, wantsEventStream } from "./sse.ts";
+import {
+  ASSET_PREFIX,
+  ASSETS,
+  CLIENT_LIBRARY,
+  CLIENT_LIBRARY_PATH,
+  pageAt,
+  serveAsset,
+} from "./static.ts";
+import {
+  type Admitted,
+  checkUpgrade,
+  refusalResponse,
+  REFUSALS,
+  type Refused,
+  type UpgradeChecks,
+} from "./upgrade.ts";
 
 export type { Handler, RequestInfo };
 
@@ -26,6 +42,11 @@ export interface HandlerDeps {
   api?: ApiHandler | undefined;
   /** Path prefix everything is served under, already normalised (`/ws`); `""` for none. */
   basePath?: string | undefined;
+  /**
+   * Event streams and their POSTs (`src/sse.ts`); the app passes the one it closes at
+   * shutdown, and one is made when omitted.
+   */
+  sse?: SseAdapter | undefined;
 }
 
 /**
@@ -36,6 +57,9 @@ export type ApiHandler = (req: Request, ip: string, url: URL) => Promise<Respons
 
 const ALLOW = { allow: "GET, HEAD" };
 
+/** What a room path answers: the page, an event stream, a POSTed event, a preflight. */
+const ROOM_ALLOW = { allow: "GET, HEAD, POST, OPTIONS" };
+
 /** Where the HTTP API lives; a WebSocket upgrade there still joins the room of that name. */
 const API_PREFIX = "/api";
 
@@ -44,11 +68,12 @@ export function createHandler(deps: HandlerDeps): Handler {
   const { hub } = deps;
   const startedAt = Date.now();
   const accept = createAccept(deps);
-  const checks = { config: deps.config, verify: deps.verify };
+  const sse = deps.sse ?? createSse({ config: deps.config, hub });
+  const checks: UpgradeChecks = { config: deps.config, verify: deps.verify };
   const basePath = deps.basePath ?? "";
   const page = pageAt(basePath);
 
-  /** Count and log a refused upgrade, and answer it. */
+  /** Count and log a refused upgrade or event stream, and answer it. */
   function refuse(req: Request, ip: string, refused: Refused): Response {
     const r = REFUSALS[refused.refused];
     hub.metrics.refuse(r.reason);
@@ -62,28 +87,67 @@ export function createHandler(deps: HandlerDeps): Handler {
     return refusalResponse(refused);
   }
 
-  function upgrade(req: Request, ip: string, room: string): Response | Promise<Response> {
+  /**
+   * Admit a connection to `room` through `check`, then `start` it (a WebSocket, an event
+   * stream); `start` may still refuse it on the connection limits.
+   */
+  function admit(
+    req: Request,
+    ip: string,
+    room: string,
+    check: typeof checkUpgrade,
+    start: (req: Request, admitted: Admitted, ip: string) => Response | Refused,
+  ): Response | Promise<Response> {
     const settle = (checked: Admitted | Refused): Response => {
       if ("refused" in checked) return refuse(req, ip, checked);
-      const accepted = accept(req, checked, ip);
-      return accepted instanceof Response ? accepted : refuse(req, ip, accepted);
+      const started = start(req, checked, ip);
+      return started instanceof Response ? started : refuse(req, ip, started);
     };
-    const checked = checkUpgrade(checks, req, room);
+    const checked = check(checks, req, room);
     return checked instanceof Promise ? checked.then(settle) : settle(checked);
+  }
+
+  /** An event stream's answer, with the CORS headers of an origin that may connect. */
+  function stream(req: Request, ip: string, room: string): Response | Promise<Response> {
+    const cors = corsHeaders(req, deps.config.allowedOrigins) ?? {};
+    const answer = admit(req, ip, room, checkStream, sse.accept);
+    return answer instanceof Promise
+      ? answer.then((res) => withHeaders(res, cors))
+      : withHeaders(answer, cors);
+  }
+
+  /** What a room path answers besides the page; undefined for the page. */
+  function roomRequest(
+    req: Request,
+    ip: string,
+    room: string,
+  ): Response | Promise<Response> | undefined {
+    if (wantsEventStream(req)) return stream(req, ip, room);
+    if (req.method === "POST") return sse.post(req, room);
+    if (req.method !== "OPTIONS") return undefined;
+    const cors = corsHeaders(req, deps.config.allowedOrigins);
+    return cors === null ? refusalResponse({ refused: "bad_origin" }) : preflight(cors);
   }
 
   return (req, info) => {
     const url = underBase(new URL(req.url), basePath);
     if (url === null) return httpError(404, "not_found", "not under the base path");
-    if (isUpgrade(req)) return upgrade(req, remoteIp(info), url.pathname);
+    if (isUpgrade(req)) return admit(req, remoteIp(info), url.pathname, checkUpgrade, accept);
     if (hasTraversal(req.url)) return httpError(404, "not_found", "not found");
     if (url.pathname === API_PREFIX || url.pathname.startsWith(`${API_PREFIX}/`)) {
       return deps.api
         ? deps.api(req, remoteIp(info), url)
         : httpError(404, "not_found", "not found");
     }
+    const path = url.pathname;
+    const isRoom = path !== "/metrics" && path !== "/healthz" && !path.startsWith(ASSET_PREFIX);
+    if (isRoom) {
+      const answer = roomRequest(req, remoteIp(info), path);
+      if (answer !== undefined) return answer;
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
-      return httpError(405, "method_not_allowed", `${req.method} is not allowed`, ALLOW);
+      const allow = isRoom ? ROOM_ALLOW : ALLOW;
+      return httpError(405, "method_not_allowed", `${req.method} is not allowed`, allow);
     }
     if (url.pathname === "/metrics") {
       return new Response(hub.metrics.render(hub.rooms), {
@@ -104,6 +168,7 @@ export function createHandler(deps: HandlerDeps): Handler {
         uptime: Math.round((Date.now() - startedAt) / 1000),
       });
     }
+    if (url.pathname === CLIENT_LIBRARY_PATH) return serveAsset(req, CLIENT_LIBRARY);
     if (url.pathname.startsWith(ASSET_PREFIX)) {
       const file = ASSETS.get(url.pathname.slice(ASSET_PREFIX.length));
       return file ? serveAsset(req, file) : httpError(404, "not_found", "no such asset");

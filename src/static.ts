@@ -6,12 +6,15 @@
 import indexHtml from "../static/index.html" with { type: "text" };
 import appJs from "../static/app.js" with { type: "text" };
 import styleCss from "../static/style.css" with { type: "text" };
+import chorusJs from "../static/chorus.js" with { type: "text" };
 
 /** One embedded file, ready to serve. */
 export interface Asset {
   readonly body: Uint8Array<ArrayBuffer>;
   readonly contentType: string;
   readonly etag: string;
+  /** Headers that replace the page's defaults for this file (`cache-control`, CORS). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** URL prefix of the page's assets; every other path serves the page itself. */
@@ -28,9 +31,14 @@ export const PAGE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   "cache-control": "no-cache",
 });
 
-function asset(text: string, contentType: string): Asset {
+function asset(
+  text: string,
+  contentType: string,
+  headers?: Readonly<Record<string, string>>,
+): Asset {
   const body = new TextEncoder().encode(text);
-  return { body, contentType, etag: `"${fnv1a(body).toString(16)}-${body.length.toString(16)}"` };
+  const etag = `"${fnv1a(body).toString(16)}-${body.length.toString(16)}"`;
+  return headers ? { body, contentType, etag, headers } : { body, contentType, etag };
 }
 
 /** 32-bit FNV-1a: a cheap, stable fingerprint for ETags (not for security). */
@@ -62,12 +70,27 @@ export const ASSETS: ReadonlyMap<string, Asset> = new Map([
   ["style.css", asset(styleCss, "text/css; charset=utf-8")],
 ]);
 
+/** Where chorus serves its client library, {@link CLIENT_LIBRARY}. */
+export const CLIENT_LIBRARY_PATH = "/chorus.js";
+
+/**
+ * `static/chorus.js`, the client library, for applications to import from the server they
+ * connect to. Cached for 5 minutes (then revalidated with its ETag), and readable from any
+ * origin: a module script on another origin is fetched with CORS, and the file holds nothing
+ * private.
+ */
+export const CLIENT_LIBRARY: Asset = asset(chorusJs, "text/javascript; charset=utf-8", {
+  "cache-control": "public, max-age=300",
+  "access-control-allow-origin": "*",
+});
+
 /**
  * Serve an embedded file for a GET or HEAD, honouring `If-None-Match` with 304.
  * `req` supplies the method and validators; the body is omitted for HEAD.
  */
 export function serveAsset(req: Request, file: Asset): Response {
   const headers = new Headers(PAGE_HEADERS);
+  for (const [name, value] of Object.entries(file.headers ?? {})) headers.set(name, value);
   headers.set("etag", file.etag);
   const ifNoneMatch = req.headers.get("if-none-match");
   if (ifNoneMatch !== null && etagMatches(ifNoneMatch, file.etag)) {

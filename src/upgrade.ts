@@ -163,6 +163,21 @@ export function checkUpgrade(
   const mode = negotiateMode(req.headers.get("sec-websocket-protocol"));
   if (mode === null) return { refused: "bad_protocol" };
   const params = new URL(req.url).searchParams;
+  return checkMember(checks, params, room, mode, parseResume(params));
+}
+
+/**
+ * The checks every transport shares once its own are done (the origin among them): the name,
+ * the resume position (null when malformed) and, last, the token and its `rooms` claim.
+ * `src/sse.ts` admits event streams through it, so a stream and an upgrade are judged alike.
+ */
+export function checkMember(
+  checks: UpgradeChecks,
+  params: URLSearchParams,
+  room: string,
+  mode: Mode,
+  resume: Resume | undefined | null,
+): Admitted | Refused | Promise<Admitted | Refused> {
   const rawName = params.get("name");
   let name: string | undefined;
   if (rawName !== null) {
@@ -170,7 +185,6 @@ export function checkUpgrade(
     if (!check.ok) return { refused: "bad_name", message: check.message };
     name = check.name;
   }
-  const resume = parseResume(params);
   if (resume === null) return { refused: "bad_resume" };
   if (!checks.verify) return { room, mode, name, resume, grant: undefined };
   const token = params.get("token");
@@ -210,10 +224,10 @@ export function parseResume(params: URLSearchParams): Resume | undefined | null 
 }
 
 /**
- * Cross-site WebSocket hijacking guard: no Origin (not a browser), an Origin on the same host
- * as the request, or one listed in `--allowed-origins`.
+ * Cross-site WebSocket hijacking guard, also for event streams and their POSTs: no Origin (not
+ * a browser), an Origin on the same host as the request, or one listed in `--allowed-origins`.
  */
-function originAllowed(req: Request, allowed: string[] | "*"): boolean {
+export function originAllowed(req: Request, allowed: string[] | "*"): boolean {
   const origin = req.headers.get("origin");
   if (origin === null || allowed === "*") return true;
   if (allowed.includes(origin)) return true;

@@ -76,6 +76,8 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       index: m.index,
       limiter: m.limiter,
       bus: bus ? undefined : new BroadcastChannelBus(m.busName),
+      // Relayed even with Redis: the workers of one process share its port either way.
+      relay: `${m.busName}:sessions`,
     },
   });
   try {

@@ -1,35 +1,29 @@
 /**
- * chorus chat page: speaks the `chorus.v1` WebSocket subprotocol with the room named by this
- * page's URL path. All text is rendered with `textContent`; nothing is exposed globally except
- * `document.body.dataset.memberId`, set after every welcome for tests.
+ * chorus chat page, built on the client library `chorus.js` (served at `BASE/chorus.js`; see
+ * docs/client.md), which connects to the room named by this page's URL path, reconnects with
+ * backoff, resumes without showing a message twice, and falls back to SSE + POST where a
+ * WebSocket cannot get through. The status line says which transport is in use. All text is
+ * rendered with `textContent`; nothing is exposed globally except `document.body.dataset.memberId`,
+ * set after every welcome for tests.
  *
- * Events only change `state`; the DOM is updated at most once per animation frame (see
+ * Events only change state; the DOM is updated at most once per animation frame (see
  * {@link render}), so a busy room costs one layout per frame, not one per message, and a hidden
- * tab does no DOM work at all. A room over the server's presence limit (a `welcome` with
- * `partial`, or a `presence` event) shows its member count instead of the list.
+ * tab does no DOM work at all. A room over the server's presence limit (`room.large`) shows its
+ * member count instead of the list.
  */
+// app.js is served at BASE/_static/app.js, so this is BASE/chorus.js under any base path.
+import { connect } from "../chorus.js";
 
-const SUBPROTOCOL = "chorus.v1";
 const NAME_KEY = "chorus.name";
 /** sessionStorage key of this tab's member ids, so a reload still knows its own messages. */
 const OWN_IDS_KEY = "chorus.ownIds";
 const MAX_OWN_IDS = 100;
 const MAX_NAME_LENGTH = 32;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 30_000;
-const LATER_MIN_MS = 5_000;
 /** Messages and notices kept in the log; older ones are removed as new ones arrive. */
 const MAX_LOG_ENTRIES = 2000;
-/**
- * Message ids remembered to skip a message shown before (a reconnect's welcome replays up to
- * the server's `--history`, at most 10,000); older ids are forgotten so memory stays bounded.
- */
-const MAX_SEEN_IDS = 10_000;
 const STICKY_PX = 40;
-/** Close codes after which the page stays disconnected (plus 4000–4099). */
-const STOP_CODES = new Set([1000, 1002, 1003, 1007, 1009, 1010]);
-/** Close codes after which the page reconnects, but not before {@link LATER_MIN_MS}. */
-const LATER_CODES = new Set([1001, 1008, 1013]);
+/** How the status line names each transport. */
+const TRANSPORT_NAMES = { websocket: "WebSocket", sse: "SSE" };
 /**
  * Path prefix the server is mounted under (`/ws` when an app embeds chorus there), from the
  * page's `chorus-base` meta tag; "" when chorus owns the whole origin. The room is the rest.
@@ -62,28 +56,15 @@ const ui = {
 };
 
 const state = {
-  /** @type {WebSocket | null} */ ws: null,
-  /** @type {string | null} */ myId: null,
-  /** @type {string | null} */ myName: null,
+  /** @type {import("../chorus.js").Room | null} the room of this page while it is shown */
+  room: null,
   /** @type {Set<string>} every id this tab has had, so old own messages stay marked */
   myIds: new Set(storedOwnIds()),
-  /** @type {Map<string, string>} member id -> name; empty in a large room */ members: new Map(),
-  /** Members of the room on every instance, this page and raw clients included. */
-  count: 0,
-  /** Whether the room is over the presence limit: a count, no list, no join/leave. */
-  large: false,
-  /** @type {Set<string>} ids of the last {@link MAX_SEEN_IDS} messages rendered */
-  rendered: new Set(),
-  /** @type {string | null} */ lastId: null,
-  /** @type {string | null} the room's stream epoch, from the welcome */ epoch: null,
-  /** @type {number | null} the offset of the last message shown, to resume after it */
-  offset: null,
-  attempt: 0,
-  welcomed: false,
+  /** Whether a welcome came before, so the next one says "Reconnected." */
   everWelcomed: false,
-  sentSince: false,
+  /** Whether the room is open, so its end is worth a notice. */
+  open: false,
   retryAt: 0,
-  retryTimer: 0,
   countdownTimer: 0,
   /** @type {Element[]} log entries not yet in the DOM, oldest first */ pending: [],
   /** Whether the next render scrolls the log to its end whatever its position. */
@@ -159,28 +140,12 @@ function setRoom(path) {
   if (document.activeElement !== ui.room) ui.room.value = room;
 }
 
-/**
- * Build the socket URL: this page's path plus name, where to resume (the last offset shown, or
- * the last message id from a server without offsets) and a passed-through token.
- */
-function socketUrl() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const params = [];
-  const name = storedName();
-  if (name) params.push(`name=${encodeURIComponent(name)}`);
-  if (state.epoch !== null && state.offset !== null) {
-    params.push(`offset=${state.offset}`, `epoch=${encodeURIComponent(state.epoch)}`);
-  } else if (state.lastId !== null) params.push(`since=${encodeURIComponent(state.lastId)}`);
-  const token = new URLSearchParams(location.search).get("token");
-  if (token !== null) params.push(`token=${encodeURIComponent(token)}`);
-  const query = params.length ? `?${params.join("&")}` : "";
-  return `${scheme}//${location.host}${location.pathname}${query}`;
-}
-
 /** Update the connection indicator, the Reconnect button and the send button. */
-function setStatus(kind, text) {
+function setStatus(kind, text, transport = null, title = "") {
   ui.status.dataset.state = kind;
+  ui.status.dataset.transport = transport ?? "";
   ui.status.textContent = text;
+  ui.status.title = title;
   ui.reconnect.hidden = kind !== "closed" && kind !== "reconnecting";
   ui.send.disabled = kind !== "open";
 }
@@ -243,19 +208,11 @@ function timeElement(ts) {
   return el;
 }
 
-/** Render one chat message unless its id was rendered before. */
+/** Render one chat message (the library delivers each once, in order). */
 function renderMessage(msg) {
-  const id = String(msg.id);
-  if (state.rendered.has(id)) return;
-  state.rendered.add(id);
-  if (state.rendered.size >= 2 * MAX_SEEN_IDS) {
-    state.rendered = new Set([...state.rendered].slice(-MAX_SEEN_IDS));
-  }
-  state.lastId = id;
-  if (typeof msg.offset === "number") state.offset = Math.max(state.offset ?? 0, msg.offset);
   const own = state.myIds.has(msg.from?.id);
   const el = h("div", own ? "message own" : "message");
-  el.dataset.id = id;
+  el.dataset.id = String(msg.id);
   const meta = h("div", "meta");
   meta.append(h("span", "from", String(msg.from?.name ?? "?")), " ", timeElement(msg.ts));
   el.append(meta, h("div", "text", String(msg.text ?? "")));
@@ -268,21 +225,24 @@ function membersText(count) {
 }
 
 /**
- * Redraw the member count and list: yourself first, then everyone else by name. A large room
- * shows its count in words instead of a list.
+ * Redraw the member count and list from the room: yourself first, then everyone else by name.
+ * A large room shows its count in words instead of a list.
  */
 function renderMembers() {
   state.membersChanged = false;
-  ui.memberCount.textContent = COUNT_FORMAT.format(state.count);
-  ui.memberTotal.textContent = membersText(state.count);
-  ui.crowd.hidden = !state.large;
-  ui.members.hidden = state.large;
-  if (state.large) return ui.members.replaceChildren();
-  const entries = [...state.members].sort(([a, an], [b, bn]) =>
-    Number(b === state.myId) - Number(a === state.myId) || an.localeCompare(bn)
+  const room = state.room;
+  if (!room) return;
+  const me = room.me?.id;
+  ui.memberCount.textContent = COUNT_FORMAT.format(room.count);
+  ui.memberTotal.textContent = membersText(room.count);
+  ui.crowd.hidden = !room.large;
+  ui.members.hidden = room.large;
+  if (room.large) return ui.members.replaceChildren();
+  const members = [...room.members.values()].sort((a, b) =>
+    Number(b.id === me) - Number(a.id === me) || a.name.localeCompare(b.name)
   );
-  ui.members.replaceChildren(...entries.map(([id, name]) => {
-    const li = h("li", id === state.myId ? "own" : "", name);
+  ui.members.replaceChildren(...members.map(({ id, name }) => {
+    const li = h("li", id === me ? "own" : "", name);
     li.dataset.id = id;
     return li;
   }));
@@ -294,226 +254,153 @@ function membersChanged() {
   scheduleRender();
 }
 
-/**
- * Take a room's whole member list (a small room's `welcome`, or `members` when a large room
- * shrank back to the limit), or only its count when `partial`: then the list is dropped, not
- * shown as a stale sample.
- */
-function setMembers(count, members, partial) {
-  state.large = partial;
-  state.members = partial ? new Map() : new Map(members.map((m) => [m.id, m.name]));
-  state.count = Number.isFinite(count) ? count : state.members.size;
-  membersChanged();
-}
-
-/** A large room's new member count (also the sign that a small room became large). */
-function onPresence(ev) {
-  state.large = true;
-  state.members.clear();
-  if (Number.isFinite(ev.count)) state.count = ev.count;
-  membersChanged();
-}
-
-/** Someone joined a small room: list them and say so (not for yourself in another tab). */
-function onJoin(ev) {
-  if (state.large) return;
-  state.members.set(ev.id, ev.name);
-  state.count += 1;
-  membersChanged();
-  if (ev.id !== state.myId) addNotice(`${ev.name} joined.`, "join");
-}
-
-/** Someone left a small room. */
-function onLeave(ev) {
-  if (state.large) return;
-  state.members.delete(ev.id);
-  state.count = Math.max(0, state.count - 1);
-  membersChanged();
-  addNotice(`${ev.name} left.`, "leave");
-}
-
-/** Handle the first event of a connection: identity, members and (missed) history. */
-function onWelcome(ev) {
-  state.myId = ev.id;
-  state.myName = ev.name;
-  state.myIds.add(ev.id);
-  storeOwnIds();
-  state.attempt = 0;
-  state.welcomed = true;
-  document.body.dataset.memberId = ev.id;
-  setRoom(ev.room);
-  setMembers(ev.count, ev.members, ev.partial === true);
-  if (document.activeElement !== ui.name) ui.name.value = ev.name;
-  if (state.everWelcomed) addNotice("Reconnected.");
-  if (state.sentSince && !ev.recovered) addNotice("Some messages may be missing.", "warning");
-  if (typeof ev.epoch === "string") {
-    // A new stream (or a resume from elsewhere): count from where this welcome starts.
-    if (ev.epoch !== state.epoch) state.offset = null;
-    state.epoch = ev.epoch;
-    state.offset = Math.max(state.offset ?? 0, ev.after ?? 0);
-  }
-  for (const msg of ev.history) renderMessage(msg);
-  state.everWelcomed = true;
-  setStatus("open", "connected");
-}
-
-/** Apply a rename, which may be your own (then it is remembered). */
-function onRename(ev) {
-  if (!state.large) {
-    state.members.set(ev.id, ev.name);
-    membersChanged();
-  }
-  if (ev.id !== state.myId) return addNotice(`${ev.oldName} is now known as ${ev.name}.`, "rename");
-  state.myName = ev.name;
-  storeName(ev.name);
-  if (document.activeElement !== ui.name) ui.name.value = ev.name;
-  addNotice(`You are now known as ${ev.name}.`, "rename");
-}
-
-/** Dispatch one server event. */
-function handleEvent(ev) {
-  switch (ev?.type) {
-    case "welcome":
-      return onWelcome(ev);
-    case "message":
-      return renderMessage(ev);
-    case "join":
-      return onJoin(ev);
-    case "leave":
-      return onLeave(ev);
-    case "presence":
-      return onPresence(ev);
-    case "members":
-      return setMembers(ev.count, ev.members, false);
-    case "rename":
-      return onRename(ev);
-    case "error":
-      if (ev.code === "invalid_name" || ev.code === "name_locked") {
-        ui.name.value = state.myName ?? "";
-      }
-      return addNotice(String(ev.message ?? ev.code), "error", String(ev.code ?? ""));
-  }
-}
-
-/** Split a frame into its "\n"-separated JSON events and handle each. */
-function onFrame(data) {
-  if (typeof data !== "string") return;
-  for (const line of data.split("\n")) {
-    if (line.trim() === "") continue;
-    try {
-      handleEvent(JSON.parse(line));
-    } catch (err) {
-      console.warn("chorus: ignoring bad event", line, err);
-    }
-  }
-}
-
-/** Classify a close code: "stop" (stay closed), "later" (≥ 5 s) or "retry" (backoff). */
-function closePolicy(code) {
-  if (STOP_CODES.has(code) || (code >= 4000 && code <= 4099)) return "stop";
-  return LATER_CODES.has(code) ? "later" : "retry";
-}
-
-/** Next backoff delay: 500 ms doubling to 30 s, with jitter between 50% and 100%. */
-function backoffDelay() {
-  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
-  state.attempt += 1;
-  return base * (0.5 + Math.random() * 0.5);
-}
-
-/** React to the socket closing: report it, then stay closed or schedule a reconnect. */
-function onClose(ev) {
-  const wasOpen = state.welcomed;
-  state.ws = null;
-  state.welcomed = false;
-  const policy = closePolicy(ev.code);
-  const reason = ev.reason || (ev.code === 1006 ? "connection lost" : "connection closed");
-  if (wasOpen || policy === "stop") {
-    addNotice(`Disconnected: ${reason} (${ev.code}).`, policy === "stop" ? "error" : "close");
-  }
-  if (policy === "stop") return setStatus("closed", "disconnected");
-  const delay = backoffDelay();
-  scheduleReconnect(policy === "later" ? Math.max(LATER_MIN_MS, delay) : delay);
-}
-
 /** Show the countdown of a pending reconnect. */
 function showCountdown() {
   const seconds = Math.max(1, Math.ceil((state.retryAt - Date.now()) / 1000));
   setStatus("reconnecting", `reconnecting in ${seconds}s`);
 }
 
-/** Reconnect after `delay` ms, counting down in the status meanwhile. */
-function scheduleReconnect(delay) {
-  cancelReconnect();
-  state.retryAt = Date.now() + delay;
-  state.retryTimer = setTimeout(connect, delay);
-  state.countdownTimer = setInterval(showCountdown, 1000);
-  showCountdown();
-}
-
-/** Cancel a pending reconnect, if any. */
-function cancelReconnect() {
-  clearTimeout(state.retryTimer);
+/**
+ * The library's `status`: the status line (with the transport), a notice when a connection
+ * ends, and a countdown while a reconnect waits.
+ */
+function onStatus(s) {
   clearInterval(state.countdownTimer);
-}
-
-/** Open a connection to this page's room, unless one is already open or opening. */
-function connect() {
-  cancelReconnect();
-  if (state.ws) return;
-  state.sentSince = state.lastId !== null || state.offset !== null;
-  setStatus("connecting", "connecting…");
-  let ws;
-  try {
-    ws = new WebSocket(socketUrl(), SUBPROTOCOL);
-  } catch (err) {
-    addNotice(`Cannot connect: ${err instanceof Error ? err.message : err}`, "error");
-    return setStatus("closed", "disconnected");
+  const transport = s.transport ? TRANSPORT_NAMES[s.transport] ?? s.transport : "";
+  const via = transport ? ` · ${transport}` : "";
+  const why = `${s.refusal?.message || s.reason || "connection closed"} (${
+    s.refusal?.status ?? s.code
+  })`;
+  switch (s.state) {
+    case "connecting":
+      return setStatus("connecting", `connecting…${via}`, s.transport);
+    case "open":
+      state.open = true;
+      return setStatus(
+        "open",
+        `connected${via}`,
+        s.transport,
+        s.fallback ? "WebSocket could not connect; using SSE + POST" : "",
+      );
+    case "reconnecting":
+      if (state.open) addNotice(`Disconnected: ${why}.`, "close");
+      state.open = false;
+      state.retryAt = Date.now() + (s.delay ?? 0);
+      state.countdownTimer = setInterval(showCountdown, 1000);
+      return showCountdown();
+    case "closed":
+      state.open = false;
+      addNotice(`Disconnected: ${why}.`, "error");
+      return setStatus("closed", "disconnected");
   }
-  state.ws = ws;
-  ws.onmessage = (ev) => ws === state.ws && onFrame(ev.data);
-  ws.onclose = (ev) => ws === state.ws && onClose(ev);
 }
 
-/** Close the connection on purpose (code 1000); its close event is then ignored. */
-function disconnect() {
-  cancelReconnect();
-  const ws = state.ws;
-  state.ws = null;
-  state.welcomed = false;
-  ws?.close(1000, "page closed");
+/** A welcome: who this connection is, and its members (its history follows as messages). */
+function onWelcome(w) {
+  state.myIds.add(w.id);
+  storeOwnIds();
+  document.body.dataset.memberId = w.id;
+  setRoom(w.room);
+  if (document.activeElement !== ui.name) ui.name.value = w.name;
+  if (state.everWelcomed) addNotice("Reconnected.");
+  state.everWelcomed = true;
+  membersChanged();
 }
 
-/** Send one event if connected; report and return false otherwise. */
-function send(event) {
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN || !state.welcomed) {
-    addNotice("Not connected.", "error");
-    return false;
+/** Someone joined a small room: say so (not for yourself in another tab). */
+function onJoin(ev) {
+  if (state.room?.large) return;
+  membersChanged();
+  if (ev.id !== state.room?.me?.id) addNotice(`${ev.name} joined.`, "join");
+}
+
+/** Someone left a small room. */
+function onLeave(ev) {
+  if (state.room?.large) return;
+  membersChanged();
+  addNotice(`${ev.name} left.`, "leave");
+}
+
+/** Apply a rename, which may be your own (then it is remembered). */
+function onRename(ev) {
+  membersChanged();
+  if (ev.id !== state.room?.me?.id) {
+    return addNotice(`${ev.oldName} is now known as ${ev.name}.`, "rename");
   }
-  state.ws.send(JSON.stringify(event));
-  return true;
+  storeName(ev.name);
+  if (document.activeElement !== ui.name) ui.name.value = ev.name;
+  addNotice(`You are now known as ${ev.name}.`, "rename");
 }
 
-/** Send the typed message and clear the input. */
+/** A server error, or a send that failed (over SSE, the POST's answer). */
+function onError(e) {
+  if (e.source === "client") return console.warn("chorus:", e.code, e.message);
+  if (e.code === "invalid_name" || e.code === "name_locked") {
+    ui.name.value = state.room?.me?.name ?? "";
+  }
+  addNotice(String(e.message || e.code), "error", String(e.code ?? ""));
+}
+
+/**
+ * Connect to this page's room (from `resume`, a position of an earlier room of this page) and
+ * listen to it; events of a room that is no longer the page's are ignored.
+ */
+function join(resume = null) {
+  const name = storedName();
+  const token = new URLSearchParams(location.search).get("token");
+  const room = connect(`${location.origin}${location.pathname}`, {
+    ...(name ? { name } : {}),
+    ...(token !== null ? { token } : {}),
+    ...(resume ? { resume } : {}),
+  });
+  const on = (type, fn) => room.on(type, (ev) => room === state.room && fn(ev));
+  on("status", onStatus);
+  on("welcome", onWelcome);
+  on("gap", () => addNotice("Some messages may be missing.", "warning"));
+  on("message", renderMessage);
+  on("join", onJoin);
+  on("leave", onLeave);
+  on("rename", onRename);
+  on("presence", membersChanged);
+  on("members", membersChanged);
+  on("error", onError);
+  state.room = room;
+}
+
+/** Close the room on purpose (the page is hidden); its events are then ignored. */
+function leave() {
+  const room = state.room;
+  state.room = null;
+  state.open = false;
+  clearInterval(state.countdownTimer);
+  room?.close();
+  return room;
+}
+
+/** Send the typed message and clear the input (put back if the send fails). */
 function onSendSubmit(e) {
   e.preventDefault();
   const text = ui.input.value;
-  if (text.trim() === "") return;
-  if (send({ type: "message", text })) ui.input.value = "";
+  if (text.trim() === "" || !state.room) return;
+  ui.input.value = "";
+  state.room.send(text).catch(() => {
+    if (ui.input.value === "") ui.input.value = text;
+  });
 }
 
-/** Apply the name field: rename when connected, otherwise remember it for the next connect. */
+/** Apply the name field: rename now, or when the room next connects (and remember it). */
 function onNameSubmit(e) {
   e.preventDefault();
   const check = checkName(ui.name.value);
   if (!check.ok) return addNotice(check.message, "error", "invalid_name");
   ui.name.value = check.name;
-  if (state.welcomed) {
-    if (check.name !== state.myName) send({ type: "rename", name: check.name });
-    return;
-  }
-  storeName(check.name);
-  addNotice(`Name saved as ${check.name}; it is used when you connect.`);
+  const room = state.room;
+  if (!room) return;
+  if (room.state !== "open") {
+    storeName(check.name);
+    addNotice(`Name saved as ${check.name}; it is used when you connect.`);
+  } else if (check.name === room.me?.name) return;
+  room.rename(check.name).catch(() => {}); // a failure is an error event: a notice
 }
 
 /** Navigate to the typed room, always a same-origin path starting with "/", keeping ?token=. */
@@ -534,14 +421,16 @@ function start() {
   ui.sendForm.addEventListener("submit", onSendSubmit);
   ui.nameForm.addEventListener("submit", onNameSubmit);
   ui.roomForm.addEventListener("submit", onRoomSubmit);
-  ui.reconnect.addEventListener("click", () => {
-    state.attempt = 0;
-    connect();
+  ui.reconnect.addEventListener("click", () => state.room?.reconnect());
+  addEventListener("online", () => state.room?.state === "reconnecting" && state.room.reconnect());
+  let hidden = null;
+  addEventListener("pagehide", () => {
+    hidden = leave();
   });
-  addEventListener("online", () => ui.status.dataset.state === "reconnecting" && connect());
-  addEventListener("pagehide", disconnect);
-  addEventListener("pageshow", (e) => e.persisted && connect());
-  connect();
+  addEventListener("pageshow", (e) => {
+    if (e.persisted && !state.room) join(hidden?.position);
+  });
+  join();
 }
 
 start();

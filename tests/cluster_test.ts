@@ -42,7 +42,7 @@ Deno.test("with --workers 2, 40 raw clients spread over both workers hear every 
     await waitFor(async () => (await health(main)).connections === n, "every worker sees 40");
     await exchangeInOrder(clients, perSender);
     const metrics = await (await fetch(`${main.url}metrics`)).text();
-    assert.match(metrics, /^chorus_connections\{mode="raw"\} 40$/m);
+    assert.match(metrics, /^chorus_connections\{mode="raw",transport="websocket"\} 40$/m);
     assert.match(metrics, /^chorus_messages_received_total 120$/m);
     assert.match(
       metrics,
@@ -307,7 +307,7 @@ Deno.test("with --workers 2, a worker that crashes is logged, its members leave,
       const health = await (await fetch(`${url}/healthz`)).json();
       const metrics = await (await fetch(`${url}/metrics`)).text();
       return health.connections === alive.length &&
-        metrics.includes(`chorus_connections{mode="chat"} ${alive.length}\n`);
+        metrics.includes(`chorus_connections{mode="chat",transport="websocket"} ${alive.length}\n`);
     }, "/healthz and /metrics count the survivors only");
 
     // The dead worker's slots are free again: up to the limit exactly, then refused.

@@ -114,6 +114,9 @@ Deno.test("basePath: chorus answers only under it, with its page, assets, /healt
     const script = await get("/ws/_static/app.js");
     assert.equal(script.status, 200);
     assert.match(await script.text(), /chorus-base/);
+    const library = await get("/ws/chorus.js");
+    assert.equal(library.headers.get("content-type"), "text/javascript; charset=utf-8");
+    assert.match(await library.text(), /export function connect/);
     const health = await get("/ws/healthz");
     assert.equal((await health.json()).status, "ok");
     const metrics = await get("/ws/metrics");

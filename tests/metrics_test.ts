@@ -68,8 +68,9 @@ Deno.test("GET /metrics is text/plain version 0.0.4 and starts at zero", async (
         "chorus_received_bytes_total",
         "chorus_sent_bytes_total",
         "chorus_rooms",
-        'chorus_connections{mode="raw"}',
-        'chorus_connections{mode="chat"}',
+        'chorus_connections{mode="raw",transport="websocket"}',
+        'chorus_connections{mode="chat",transport="websocket"}',
+        'chorus_connections{mode="chat",transport="sse"}',
         'chorus_disconnects_total{reason="client"}',
         'chorus_upgrades_refused_total{reason="bad_origin"}',
       ]
@@ -151,8 +152,9 @@ Deno.test("counters have exact values after known raw and chat traffic", async (
       return s.get(k);
     };
 
-    assert.equal(get('chorus_connections{mode="raw"}'), 1);
-    assert.equal(get('chorus_connections{mode="chat"}'), 1);
+    assert.equal(get('chorus_connections{mode="raw",transport="websocket"}'), 1);
+    assert.equal(get('chorus_connections{mode="chat",transport="websocket"}'), 1);
+    assert.equal(get('chorus_connections{mode="chat",transport="sse"}'), 0);
     assert.equal(get("chorus_rooms"), 1);
     assert.equal(get("chorus_messages_received_total"), 4, "a text, b binary, c chat, d too big");
     assert.equal(

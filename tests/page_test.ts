@@ -4,7 +4,8 @@
  * The chat page in a real browser: Debian's Chromium, driven by playwright-core, against an
  * in-process server. Two pages in separate browser contexts (separate storage, like two people)
  * and a raw WebSocket client share the room `/lobby`. Every wait is on page state (locators and
- * `waitForFunction`), never a sleep. A third test takes a room over `--presence-limit` and back.
+ * `waitForFunction`), never a sleep. A third test takes a room over `--presence-limit` and back;
+ * a fourth removes `window.WebSocket` from a page, which then chats over SSE + POST.
  * Where Chromium is missing the tests are registered as ignored with the reason in their names.
  */
 import assert from "node:assert/strict";
@@ -257,6 +258,7 @@ Deno.test({
         await waitForValue(a, "Ada's member list", memberNames, "", ["Ada", "Lin"]);
         await waitForValue(b, "Lin's member list", memberNames, "", ["Lin", "Ada"]);
         for (const [page, name] of [[a, "Ada"], [b, "Lin"]] as const) {
+          assert.equal(await page.locator("#status").textContent(), "connected · WebSocket");
           assert.equal(await page.locator("#room-name").textContent(), "/lobby");
           assert.equal(await page.locator("#member-count").textContent(), "2");
           assert.equal(await page.locator("#members li.own").textContent(), name);
@@ -581,6 +583,26 @@ Deno.test({
         }
       });
 
+      await step("a dropped socket: Lin's page says so, reconnects and resumes", async () => {
+        linSocket!.close({ code: 1012, reason: "service restart" });
+        await waitForValue(b, "Lin's notices", noticesOf, "close,info", [
+          "Disconnected: service restart (1012).",
+          "Reconnected.",
+        ]);
+        await waitConnected(b);
+        assert.equal(await b.locator("#status").textContent(), "connected · WebSocket");
+        // Resumed after s2099: nothing shown again, and what follows still arrives.
+        bo!.say("after the drop");
+        await expectMessage(b, "after the drop", "Bo", false);
+        const texts = await b.evaluate(logTexts);
+        assert.deepEqual(texts.slice(-4), [
+          "s2099",
+          "Disconnected: service restart (1012).",
+          "Reconnected.",
+          "after the drop",
+        ]);
+      });
+
       await step(
         "back within the limit: the whole list, then join/leave notices resume",
         async () => {
@@ -617,6 +639,102 @@ Deno.test({
     } finally {
       try {
         await Promise.all(clients.map((c) => c.close()));
+        await browser?.close();
+      } finally {
+        await server.close();
+        if (!KEEP_SCREENSHOTS) await Deno.remove(shots, { recursive: true });
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: haveChromium
+    ? "the chat page without WebSocket: SSE + POST, chats with a WebSocket client, says SSE"
+    : `the chat page over SSE (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
+  ignore: !haveChromium,
+  async fn(t) {
+    const server: TestServer = startServer();
+    let browser: Browser | undefined;
+    let wes: ChatClient | undefined;
+    const shots = await Deno.makeTempDir({ prefix: "chorus-page-sse-" });
+    const step = stepper(t);
+    try {
+      browser = await launchChromium();
+      const sam = await openChatPage(browser, "Sam");
+      const a = sam.page;
+      // A browser (or a network) where a WebSocket cannot be made at all.
+      await sam.context.addInitScript(() => Reflect.deleteProperty(globalThis, "WebSocket"));
+
+      await step("the page connects over SSE and says so in its status line", async () => {
+        await a.goto(`${server.origin}/lobby`);
+        await waitConnected(a);
+        assert.equal(await a.evaluate(() => typeof Reflect.get(window, "WebSocket")), "undefined");
+        assert.equal(await a.locator("#status").textContent(), "connected · SSE");
+        assert.equal(await a.locator("#status").getAttribute("data-transport"), "sse");
+        assert.deepEqual(await a.evaluate(memberNames, ""), ["Sam"]);
+      });
+
+      await step("a WebSocket client joins: both see each other", async () => {
+        const joined = await chatClient(server.ws("/lobby?name=Wes"));
+        wes = joined.client;
+        assert.deepEqual(
+          joined.welcome.members.map((m: { name: string }) => m.name).sort(),
+          ["Sam", "Wes"],
+        );
+        await waitForValue(a, "Sam's member list", memberNames, "", ["Sam", "Wes"]);
+        await waitForValue(a, "Sam's join notices", noticesOf, "join,leave", ["Wes joined."]);
+      });
+
+      await step("the page sends by POST; the WebSocket client hears it", async () => {
+        await say(a, "hello over SSE");
+        await expectMessage(a, "hello over SSE", "Sam", true);
+        const got = await wes!.until("message");
+        assert.deepEqual([got.from.name, got.text], ["Sam", "hello over SSE"]);
+        assert.equal(await a.locator("#input").inputValue(), "", "the input is cleared");
+      });
+
+      await step("the WebSocket client speaks; the page shows it on its stream", async () => {
+        wes!.say("hello over WebSocket");
+        await expectMessage(a, "hello over WebSocket", "Wes", false);
+        wes!.say(XSS);
+        await expectMessage(a, XSS, "Wes", false);
+        assert.equal(await a.locator("#messages img").count(), 0);
+      });
+
+      await step("a rename over POST reaches the WebSocket client", async () => {
+        await a.locator("#name").fill("Sam S");
+        await a.locator("#name").press("Enter");
+        await waitForValue(a, "Sam's rename notice", noticesOf, "rename", [
+          "You are now known as Sam S.",
+        ]);
+        const renamed = await wes!.until("rename");
+        assert.deepEqual([renamed.oldName, renamed.name], ["Sam", "Sam S"]);
+        await waitForValue(a, "Sam's member list", memberNames, "", ["Sam S", "Wes"]);
+        await say(a, "still over SSE");
+        assert.equal((await wes!.until("message")).from.name, "Sam S");
+        assert.equal(await a.locator("#status").textContent(), "connected · SSE");
+      });
+
+      await step("screenshots over SSE, desktop and phone", async () => {
+        await screenshots(shots, [[a, "sse-desktop"]]);
+        await a.setViewportSize({ width: 390, height: 844 });
+        await screenshots(shots, [[a, "sse-phone"]]);
+      });
+
+      await step("the WebSocket client leaves; the page sees it", async () => {
+        await wes!.close();
+        wes = undefined;
+        await waitForValue(a, "Sam's member list", memberNames, "", ["Sam S"]);
+      });
+
+      await step("no script errors or CSP violations", () => {
+        assert.deepEqual(sam.errors, []);
+        return Promise.resolve();
+      });
+    } finally {
+      try {
+        await wes?.close();
         await browser?.close();
       } finally {
         await server.close();

@@ -74,13 +74,23 @@ Deno.test("HEAD gets the headers of GET and no body", async () => {
   }
 });
 
-Deno.test("methods other than GET and HEAD get 405 with an Allow header", async () => {
+Deno.test("methods a path does not answer get 405 with an Allow header", async () => {
   const { handle } = inProcess();
-  for (const method of ["POST", "PUT", "DELETE", "PATCH"]) {
+  for (const method of ["PUT", "DELETE", "PATCH"]) {
     const res = await handle("/lobby", { method, ...(method === "DELETE" ? {} : { body: "x" }) });
     assert.equal(res.status, 405);
-    assert.equal(res.headers.get("allow"), "GET, HEAD");
+    assert.equal(
+      res.headers.get("allow"),
+      "GET, HEAD, POST, OPTIONS",
+      "a room takes POSTed events",
+    );
     assert.equal((await res.json()).error.code, "method_not_allowed");
+  }
+  for (const method of ["POST", "PUT"]) {
+    const res = await handle("/healthz", { method, body: "x" });
+    assert.equal(res.status, 405);
+    assert.equal(res.headers.get("allow"), "GET, HEAD");
+    await res.body?.cancel();
   }
 });
 

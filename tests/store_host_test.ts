@@ -232,5 +232,5 @@ Deno.test("an append the store refuses goes out unnumbered, logged and counted i
   const text = worker1.render(0);
   assert.match(text, /^chorus_store_write_errors_total 1$/m);
   assert.match(text, /^chorus_store_unstored_messages_total 1$/m);
-  assert.match(text, /^chorus_connections\{mode="chat"\} 0$/m);
+  assert.match(text, /^chorus_connections\{mode="chat",transport="websocket"\} 0$/m);
 });
