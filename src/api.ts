@@ -9,7 +9,7 @@ import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { checkName, type MemberInfo } from "./protocol.ts";
 import type { Appended, StreamQuery } from "./store.ts";
-import { httpError, json } from "./http.ts";
+import { httpError, json, readAtMost } from "./http.ts";
 import type { ApiHandler } from "./server.ts";
 
 /** What the API is built from. */
@@ -94,29 +94,6 @@ function bodyKind(contentType: string | null): "text" | "binary" | null {
   return charset === undefined || charset === "utf-8" || charset === "us-ascii" ? "text" : null;
 }
 
-/** Read at most `max` bytes of the body; null when it is longer (nothing more is read). */
-async function readLimited(req: Request, max: number): Promise<Uint8Array<ArrayBuffer> | null> {
-  const declared = Number(req.headers.get("content-length"));
-  if (declared > max) {
-    await req.body?.cancel();
-    return null;
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of req.body ?? []) {
-    size += chunk.byteLength;
-    if (size > max) return null; // leaving the loop cancels the rest of the stream
-    chunks.push(chunk);
-  }
-  const body = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return body;
-}
-
 async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promise<Response> {
   const room = roomParam(url);
   if (room instanceof Response) return room;
@@ -136,7 +113,7 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
       "send text/plain (UTF-8) for a text message or application/octet-stream for binary",
     );
   }
-  const body = await readLimited(req, deps.maxMessageBytes);
+  const body = await readAtMost(req, deps.maxMessageBytes);
   if (body === null) {
     return httpError(
       413,

@@ -15,7 +15,7 @@ import { type Mode, protocolError, SUBPROTOCOL } from "./protocol.ts";
 import { TokenBucket } from "./ratelimit.ts";
 import type { Resume } from "./tail.ts";
 import type { Peer } from "./transport.ts";
-import type { Admitted, Refused } from "./upgrade.ts";
+import { type Admitted, identify, type Refused } from "./upgrade.ts";
 
 /** What the adapter is built from. */
 export interface ConnectionDeps {
@@ -113,11 +113,10 @@ export function createAccept(deps: ConnectionDeps): Accept {
       return { refused: "bad_upgrade", message: err.message };
     }
     const { grant } = admitted;
-    const seq = hub.nextId();
+    const { id, name } = identify(admitted, hub.nextId());
     const member = new WebSocketMember(
-      // One user connected twice has the same id twice: the hub keys connections by socket.
-      grant?.sub ?? seq,
-      admitted.name ?? `guest-${seq.split("-").pop()!.padStart(4, "0")}`,
+      id,
+      name,
       admitted,
       socket,
       ip,

@@ -61,3 +61,32 @@ export function remoteIp(info: RequestInfo | undefined): string {
   const addr = info?.remoteAddr;
   return addr && (addr.transport === "tcp" || addr.transport === "udp") ? addr.hostname : "unknown";
 }
+
+/**
+ * The request body, or null as soon as it is longer than `max` bytes: a declared
+ * `Content-Length` over it is refused unread, and a streamed body is read no further.
+ */
+export async function readAtMost(
+  req: Request,
+  max: number,
+): Promise<Uint8Array<ArrayBuffer> | null> {
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  if (declared > max) {
+    await req.body?.cancel();
+    return null;
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body ?? []) {
+    size += chunk.byteLength;
+    if (size > max) return null; // leaving the loop cancels the rest of the stream
+    chunks.push(chunk);
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return body;
+}

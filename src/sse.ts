@@ -11,7 +11,7 @@ import { actOnEvent } from "./act.ts";
 import type { Config } from "./config.ts";
 import { closeAtExpiry } from "./connection.ts";
 import { corsHeaders, withHeaders } from "./cors.ts";
-import { httpError } from "./http.ts";
+import { httpError, readAtMost } from "./http.ts";
 import type { Hub, Member } from "./hub.ts";
 import { C } from "./metrics.ts";
 import { TokenBucket } from "./ratelimit.ts";
@@ -21,6 +21,7 @@ import { lastEventId, SSE_PING_MS, SseEncoder } from "./sse_wire.ts";
 import {
   type Admitted,
   checkMember,
+  identify,
   originAllowed,
   parseResume,
   refusalResponse,
@@ -163,11 +164,11 @@ export function createSse(deps: SseDeps): SseAdapter {
       if (admission !== "ok") return { refused: admission };
       const peer = new SsePeer(encoder);
       const { grant } = admitted;
-      const seq = hub.nextId();
+      const { id, name } = identify(admitted, hub.nextId());
       const session = sessions.create();
       const member = new SseMember(
-        grant?.sub ?? seq,
-        admitted.name ?? `guest-${seq.split("-").pop()!.padStart(4, "0")}`,
+        id,
+        name,
         admitted,
         peer,
         ip,
@@ -260,28 +261,4 @@ function bearer(header: string | null): string | undefined {
 function isJson(contentType: string | null): boolean {
   if (contentType === null) return false;
   return contentType.split(";", 1)[0]!.trim().toLowerCase() === "application/json";
-}
-
-/** The request body, or null as soon as it passes `max` bytes (the rest is not read). */
-async function readAtMost(req: Request, max: number): Promise<Uint8Array | null> {
-  const declared = Number(req.headers.get("content-length") ?? NaN);
-  if (declared > max) {
-    await req.body?.cancel();
-    return null;
-  }
-  if (req.body === null) return new Uint8Array();
-  const chunks: Uint8Array[] = [];
-  let length = 0;
-  for await (const chunk of req.body) {
-    length += chunk.byteLength;
-    if (length > max) return null; // leaving the loop cancels the body
-    chunks.push(chunk);
-  }
-  const body = new Uint8Array(length);
-  let at = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return body;
 }

@@ -135,6 +135,18 @@ export interface Admitted {
   readonly grant: Grant | undefined;
 }
 
+/**
+ * Who an admitted connection is in its room, whatever its transport: its token's `sub` (one
+ * user connected twice has the same id twice; the hub keys connections by peer) or `seq`, a
+ * fresh id of the hub, and the name asked for or a guest name made from `seq`.
+ */
+export function identify(admitted: Admitted, seq: string): { id: string; name: string } {
+  return {
+    id: admitted.grant?.sub ?? seq,
+    name: admitted.name ?? `guest-${seq.split("-").pop()!.padStart(4, "0")}`,
+  };
+}
+
 /** What the checks need. */
 export interface UpgradeChecks {
   config: Pick<Config, "allowedOrigins">;
