@@ -641,21 +641,26 @@ export class RedisBus implements Bus, StreamStore {
     if (this.#pending.length === 0) { for (const resolve of this.#idle.splice(0)) resolve(); }
   }
 
+  /** A payload decoded, or undefined (counted and logged) when it is not what Redis should carry. */
+  #decoded<T>(payload: string, decoder: (p: string) => T, ignored: string): T | undefined {
+    try {
+      return decoder(payload);
+    } catch (err) {
+      if (!(err instanceof SyntaxError)) throw err;
+      this.#row[C.backplaneErrors]!++;
+      this.#options.log.debug(ignored, { error: err.message });
+      return undefined;
+    }
+  }
+
   /** A control message: skip this node's echo, note who is alive, hand the rest to the hub. */
   readonly #controlListener = (payload: string): void => {
     if (payload.startsWith(this.#selfPrefix)) {
       if (payload.startsWith(`${this.#selfPrefix}"t":"alive"`)) this.#echo(payload);
       return;
     }
-    let m: Wire;
-    try {
-      m = decode(payload);
-    } catch (err) {
-      if (!(err instanceof SyntaxError)) throw err;
-      this.#row[C.backplaneErrors]!++;
-      this.#options.log.debug("backplane message ignored", { error: err.message });
-      return;
-    }
+    const m = this.#decoded(payload, decode, "backplane message ignored");
+    if (m === undefined) return;
     this.#heard(m);
     if (m.t === "alive") return;
     this.#receive?.(m);
@@ -666,15 +671,8 @@ export class RedisBus implements Bus, StreamStore {
    * room's one order, so every instance delivers from here.
    */
   readonly #roomListener = (payload: string): void => {
-    let m: RoomWire;
-    try {
-      m = decodeRoom(payload);
-    } catch (err) {
-      if (!(err instanceof SyntaxError)) throw err;
-      this.#row[C.backplaneErrors]!++;
-      this.#options.log.debug("room frame ignored", { error: err.message });
-      return;
-    }
+    const m = this.#decoded(payload, decodeRoom, "room frame ignored");
+    if (m === undefined) return;
     if (!this.#rooms.has(m.room)) return this.#strayed(m.room);
     if (m.t === "stored") {
       this.#epochs.set(m.room, m.epoch);
