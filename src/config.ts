@@ -86,7 +86,51 @@ export interface Config {
   jwtClockSkew: number;
   /** Redis server whose pub/sub joins several instances into one hub; none runs a single instance. */
   redisUrl: string | undefined;
+  /** Where room and member events are POSTed, batched and signed (`docs/hooks.md`); none sends none. */
+  webhookUrl: string | undefined;
+  /**
+   * The secret every request to the application is signed with (webhooks, the connect hook,
+   * the moderation hook); required with any of their URLs.
+   */
+  webhookSecret: string | undefined;
+  /** The webhook event types sent; `message` is opt-in because it is the bulk. */
+  webhookEvents: WebhookEventType[];
+  /** Seconds a webhook request may take before it counts as failed and is retried. */
+  webhookTimeout: number;
+  /** Webhook events held while the application is slow or down; more are counted and dropped. */
+  webhookQueue: number;
+  /** Seconds a room must stay empty before `room.vacated` is sent, so a reload does not flap. */
+  webhookVacateDelay: number;
+  /** Asked before every WebSocket upgrade and event stream is accepted; none asks nobody. */
+  connectHookUrl: string | undefined;
+  /** Seconds the connect hook may take to answer. */
+  connectHookTimeout: number;
+  /** What a connect hook that fails or times out means: refuse (`closed`) or accept (`open`). */
+  connectHookFailure: HookFailure;
+  /** Asked about every chat message before it is stored or delivered; none asks nobody. */
+  publishHookUrl: string | undefined;
+  /** Seconds the moderation hook may take to answer. */
+  publishHookTimeout: number;
+  /** What a moderation hook that fails or times out means: reject (`closed`) or allow (`open`). */
+  publishHookFailure: HookFailure;
+  /** Messages of one room that may wait for the moderation hook's verdict; more are refused. */
+  publishHookQueue: number;
 }
+
+/** What a hook that cannot be asked means; see {@link Config.connectHookFailure}. */
+export type HookFailure = "open" | "closed";
+
+/** Every webhook event type, in the order `docs/hooks.md` lists them. */
+export const WEBHOOK_EVENT_TYPES = [
+  "room.occupied",
+  "room.vacated",
+  "member.joined",
+  "member.left",
+  "message",
+] as const;
+
+/** One of {@link WEBHOOK_EVENT_TYPES}. */
+export type WebhookEventType = typeof WEBHOOK_EVENT_TYPES[number];
 
 /** Where rooms' streams are kept; see {@link Config.store}. */
 export type StoreKind = "sqlite" | "memory" | "redis";
@@ -125,6 +169,24 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   jwtIssuer: undefined,
   jwtClockSkew: 30,
   redisUrl: undefined,
+  webhookUrl: undefined,
+  webhookSecret: undefined,
+  webhookEvents: [
+    "room.occupied",
+    "room.vacated",
+    "member.joined",
+    "member.left",
+  ] as WebhookEventType[],
+  webhookTimeout: 5,
+  webhookQueue: 10_000,
+  webhookVacateDelay: 5,
+  connectHookUrl: undefined,
+  connectHookTimeout: 2,
+  connectHookFailure: "closed",
+  publishHookUrl: undefined,
+  publishHookTimeout: 2,
+  publishHookFailure: "closed",
+  publishHookQueue: 1000,
 });
 
 /** Thrown for bad flags or environment values; `main.ts` prints its message and exits 2. */
@@ -240,6 +302,37 @@ const redisUrl: Parser<string | undefined> = (raw, label) => {
   if (!/^(\/(\d{1,5})?)?$/.test(url.pathname)) throw wrong("got a path that is not a DB number");
   return url.href.replace(/\/$/, "");
 };
+
+/** An `http://` or `https://` URL of the application, normalised. */
+const hookUrl: Parser<string | undefined> = (raw, label) => {
+  let url: URL;
+  try {
+    url = new URL(raw.trim());
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    throw new ConfigError(`${label}: expected an http:// or https:// URL, got "${raw}"`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new ConfigError(`${label}: expected an http:// or https:// URL, got ${url.protocol}`);
+  }
+  return url.href;
+};
+
+const webhookEvents: Parser<WebhookEventType[]> = (raw, label) => {
+  const list = raw.split(",").map((e) => e.trim()).filter((e) => e !== "");
+  if (list.length === 0) throw new ConfigError(`${label}: must name at least one event`);
+  for (const e of list) {
+    if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(e)) {
+      throw new ConfigError(
+        `${label}: unknown event "${e}"; expected some of ${WEBHOOK_EVENT_TYPES.join(", ")}`,
+      );
+    }
+  }
+  return [...new Set(list)] as WebhookEventType[];
+};
+
+/** Smallest `--webhook-secret`: the HMAC key is as long as its 256-bit hash, like HS256's. */
+export const MIN_WEBHOOK_SECRET_LENGTH = 32;
 
 function option<K extends keyof Config>(spec: OptionSpec<K>): OptionSpec<K> {
   return spec;
@@ -474,6 +567,98 @@ export const OPTIONS: readonly OptionSpec[] = [
     description: "Redis server that joins instances into one hub (redis://HOST:PORT[/DB])",
     parse: redisUrl,
   }),
+  option({
+    key: "webhookUrl",
+    flag: "webhook-url",
+    valueName: "URL",
+    description: "POST room and member events here, batched and signed (needs --webhook-secret)",
+    parse: hookUrl,
+  }),
+  option({
+    key: "webhookSecret",
+    flag: "webhook-secret",
+    valueName: "SECRET",
+    description:
+      `signs every request to the application (at least ${MIN_WEBHOOK_SECRET_LENGTH} characters)`,
+    parse: secret(MIN_WEBHOOK_SECRET_LENGTH),
+  }),
+  option({
+    key: "webhookEvents",
+    flag: "webhook-events",
+    valueName: "LIST",
+    description: `comma list of webhook events sent (of ${WEBHOOK_EVENT_TYPES.join(", ")})`,
+    parse: webhookEvents,
+  }),
+  option({
+    key: "webhookTimeout",
+    flag: "webhook-timeout",
+    valueName: "SECONDS",
+    description: "time a webhook request may take before it is retried",
+    parse: seconds(0.1, 300),
+  }),
+  option({
+    key: "webhookQueue",
+    flag: "webhook-queue",
+    valueName: "N",
+    description: "webhook events held while the application is down; more are counted and dropped",
+    parse: integer(1, 10_000_000),
+  }),
+  option({
+    key: "webhookVacateDelay",
+    flag: "webhook-vacate-delay",
+    valueName: "SECONDS",
+    description: "time a room stays empty before room.vacated is sent (0 sends it at once)",
+    parse: seconds(0, 3600),
+  }),
+  option({
+    key: "connectHookUrl",
+    flag: "connect-hook-url",
+    valueName: "URL",
+    description: "ask the application before accepting each connection (needs --webhook-secret)",
+    parse: hookUrl,
+  }),
+  option({
+    key: "connectHookTimeout",
+    flag: "connect-hook-timeout",
+    valueName: "SECONDS",
+    description: "time the connect hook may take to answer",
+    parse: seconds(0.05, 60),
+  }),
+  option({
+    key: "connectHookFailure",
+    flag: "connect-hook-failure",
+    valueName: "MODE",
+    description: "a connect hook that fails refuses the connection (closed) or accepts it (open)",
+    parse: oneOf(["closed", "open"] as const),
+  }),
+  option({
+    key: "publishHookUrl",
+    flag: "publish-hook-url",
+    valueName: "URL",
+    description: "ask the application about each chat message first (needs --webhook-secret)",
+    parse: hookUrl,
+  }),
+  option({
+    key: "publishHookTimeout",
+    flag: "publish-hook-timeout",
+    valueName: "SECONDS",
+    description: "time the moderation hook may take to answer",
+    parse: seconds(0.05, 60),
+  }),
+  option({
+    key: "publishHookFailure",
+    flag: "publish-hook-failure",
+    valueName: "MODE",
+    description: "a moderation hook that fails rejects the message (closed) or allows it (open)",
+    parse: oneOf(["closed", "open"] as const),
+  }),
+  option({
+    key: "publishHookQueue",
+    flag: "publish-hook-queue",
+    valueName: "N",
+    description: "messages of one room waiting for the moderation hook; more are refused",
+    parse: integer(1, 1_000_000),
+  }),
 ];
 
 /** The environment variable that mirrors a flag: `--max-connections` → `CHORUS_MAX_CONNECTIONS`. */
@@ -547,6 +732,7 @@ export function parseConfig(
   if (!jwtOn && (config.jwtAudience !== undefined || config.jwtIssuer !== undefined)) {
     throw new ConfigError("--jwt-audience and --jwt-issuer need --jwt-secret or --jwt-public-key");
   }
+  checkHooks(config as unknown as Config);
   return { kind: "serve", config: config as unknown as Config };
 }
 
@@ -564,7 +750,18 @@ export function configFrom(values: { [K in keyof Config]?: Config[K] | undefined
     config[o.key] = o.parse(Array.isArray(value) ? value.join(",") : String(value), o.key);
   }
   checkStore(config as unknown as Config, values.store === undefined ? undefined : "store");
+  checkHooks(config as unknown as Config);
   return config as unknown as Config;
+}
+
+/** Every request to the application is signed, so any hook URL needs the secret. */
+function checkHooks(config: Config): void {
+  if (config.webhookSecret !== undefined) return;
+  for (const o of OPTIONS) {
+    if (o.key.endsWith("Url") && o.key !== "redisUrl" && config[o.key] !== undefined) {
+      throw new ConfigError(`--${o.flag} needs --webhook-secret to sign its requests`);
+    }
+  }
 }
 
 /**

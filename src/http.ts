@@ -31,7 +31,9 @@ export type HttpErrorCode =
   | "payload_too_large"
   | "unsupported_media_type"
   | "shutting_down"
-  | "invalid_session";
+  | "invalid_session"
+  | "forbidden"
+  | "hook_unavailable";
 
 /**
  * A JSON error response; every HTTP error chorus returns has this shape. A POSTed event that

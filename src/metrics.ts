@@ -31,6 +31,8 @@ export const REFUSE_REASONS = [
   "shutting_down",
   "bad_token",
   "forbidden_room",
+  "forbidden",
+  "hook_unavailable",
 ] as const;
 
 /** One of {@link REFUSE_REASONS}. */
@@ -58,6 +60,25 @@ export const C = {
   unstored: 12,
   /** Open server-sent-events streams (always `chorus.v1`); the two above count WebSockets. */
   sseConnections: 13,
+  /** Webhook events the application accepted (a 2xx). */
+  webhookDelivered: 14,
+  /** Webhook events dropped because the queue was full (`--webhook-queue`). */
+  webhookDropped: 15,
+  /** Webhook events given up on after retrying for the whole retry window. */
+  webhookGivenUp: 16,
+  /** Webhook requests sent again after a failure. */
+  webhookRetries: 17,
+  /** Webhook events waiting to be delivered. */
+  webhookQueued: 18,
+  /** Connect hook answers: allowed, denied, and failed or timed out. */
+  connectAllowed: 19,
+  connectDenied: 20,
+  connectUnavailable: 21,
+  /** Moderation hook verdicts: allow, replace, reject, and failed or timed out. */
+  publishAllowed: 22,
+  publishReplaced: 23,
+  publishRejected: 24,
+  publishUnavailable: 25,
 } as const;
 
 /**
@@ -70,9 +91,10 @@ const GAUGES = [
   C.sseConnections,
   C.backplaneOn,
   C.backplaneUp,
+  C.webhookQueued,
 ] as const;
 
-const DISCONNECT_BASE = 14;
+const DISCONNECT_BASE = 26;
 const REFUSE_BASE = DISCONNECT_BASE + DISCONNECT_REASONS.length;
 
 /** Numbers per row: the counters and gauges above, then one per disconnect and refuse reason. */
@@ -193,6 +215,36 @@ export class Metrics {
       "counter",
       "Messages delivered without being stored; no resume returns them.",
       [["", this.#sum(C.unstored)]],
+    );
+    metric(
+      "chorus_webhook_events_total",
+      "counter",
+      "Webhook events by outcome: delivered, dropped (queue full) or given_up (retried too long).",
+      [
+        ['{outcome="delivered"}', this.#sum(C.webhookDelivered)],
+        ['{outcome="dropped"}', this.#sum(C.webhookDropped)],
+        ['{outcome="given_up"}', this.#sum(C.webhookGivenUp)],
+      ],
+    );
+    metric("chorus_webhook_retries_total", "counter", "Webhook requests sent again.", [
+      ["", this.#sum(C.webhookRetries)],
+    ]);
+    metric("chorus_webhook_queued_events", "gauge", "Webhook events waiting to be delivered.", [
+      ["", this.#sum(C.webhookQueued)],
+    ]);
+    metric(
+      "chorus_hook_verdicts_total",
+      "counter",
+      "Answers of the connect and moderation hooks; unavailable counts failures and timeouts.",
+      [
+        ['{hook="connect",verdict="allow"}', this.#sum(C.connectAllowed)],
+        ['{hook="connect",verdict="deny"}', this.#sum(C.connectDenied)],
+        ['{hook="connect",verdict="unavailable"}', this.#sum(C.connectUnavailable)],
+        ['{hook="publish",verdict="allow"}', this.#sum(C.publishAllowed)],
+        ['{hook="publish",verdict="replace"}', this.#sum(C.publishReplaced)],
+        ['{hook="publish",verdict="reject"}', this.#sum(C.publishRejected)],
+        ['{hook="publish",verdict="unavailable"}', this.#sum(C.publishUnavailable)],
+      ],
     );
     const backplane = this.backplane();
     if (backplane !== "off") {

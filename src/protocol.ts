@@ -51,7 +51,9 @@ export type ErrorCode =
   | "text_too_long"
   | "invalid_name"
   | "name_locked"
-  | "rate_limited";
+  | "rate_limited"
+  | "rejected"
+  | "hook_unavailable";
 
 /** Every event the server sends to a `chorus.v1` client. */
 export type ServerEvent =

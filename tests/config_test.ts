@@ -8,6 +8,7 @@ import {
   type Command,
   type Config,
   ConfigError,
+  configFrom,
   DEFAULTS,
   envName,
   envNames,
@@ -75,6 +76,19 @@ const SAMPLES: Record<keyof Config, [string, unknown]> = {
   jwtIssuer: ["https://auth.example", "https://auth.example"],
   jwtClockSkew: ["5", 5],
   redisUrl: ["redis://127.0.0.1:6380/2", "redis://127.0.0.1:6380/2"],
+  webhookUrl: ["https://app.example/hooks", "https://app.example/hooks"],
+  webhookSecret: ["w".repeat(32), "w".repeat(32)],
+  webhookEvents: ["message, room.occupied", ["message", "room.occupied"]],
+  webhookTimeout: ["0.5", 0.5],
+  webhookQueue: ["20", 20],
+  webhookVacateDelay: ["0", 0],
+  connectHookUrl: ["http://127.0.0.1:3000/connect", "http://127.0.0.1:3000/connect"],
+  connectHookTimeout: ["1.5", 1.5],
+  connectHookFailure: ["open", "open"],
+  publishHookUrl: ["http://127.0.0.1:3000/moderate", "http://127.0.0.1:3000/moderate"],
+  publishHookTimeout: ["0.25", 0.25],
+  publishHookFailure: ["open", "open"],
+  publishHookQueue: ["7", 7],
 };
 
 /** An invalid raw value for each option (none for the free-text ones except blank). */
@@ -111,6 +125,19 @@ const INVALID: Record<keyof Config, string[]> = {
   jwtIssuer: ["  "],
   jwtClockSkew: ["3601", "-1", "5s"],
   redisUrl: ["127.0.0.1:6379", "http://h:6379", "redis://", "redis://h/db", "redis://h?x=1"],
+  webhookUrl: ["app.example/hooks", "ftp://app.example/", "  "],
+  webhookSecret: ["w".repeat(31)],
+  webhookEvents: ["room.created", " , ", "message,nope"],
+  webhookTimeout: ["0", "301", "5s"],
+  webhookQueue: ["0", "lots"],
+  webhookVacateDelay: ["-1", "3601", "5s"],
+  connectHookUrl: ["ws://app.example/", "/connect"],
+  connectHookTimeout: ["0", "61"],
+  connectHookFailure: ["OPEN", "allow"],
+  publishHookUrl: ["redis://h:1", "moderate"],
+  publishHookTimeout: ["0", "61"],
+  publishHookFailure: ["closed ", "deny"],
+  publishHookQueue: ["0", "1000001"],
 };
 
 /** Flags that must be given with a partner to parse on their own. */
@@ -118,6 +145,7 @@ function withPartner(key: keyof Config): string[] {
   if (key === "cert") return ["--key", "/k.pem"];
   if (key === "key") return ["--cert", "/c.pem"];
   if (key === "jwtAudience" || key === "jwtIssuer") return ["--jwt-secret", "s".repeat(32)];
+  if (key.endsWith("HookUrl") || key === "webhookUrl") return ["--webhook-secret", "w".repeat(32)];
   return [];
 }
 
@@ -126,6 +154,9 @@ function envPartner(key: keyof Config): Record<string, string> {
   if (key === "cert") return { CHORUS_KEY: "/k.pem" };
   if (key === "jwtAudience" || key === "jwtIssuer") return { CHORUS_JWT_SECRET: "s".repeat(32) };
   if (key === "key") return { CHORUS_CERT: "/c.pem" };
+  if (key.endsWith("HookUrl") || key === "webhookUrl") {
+    return { CHORUS_WEBHOOK_SECRET: "w".repeat(32) };
+  }
   return {};
 }
 
@@ -165,6 +196,19 @@ Deno.test("no flags and no environment give exactly DEFAULTS", () => {
     jwtIssuer: undefined,
     jwtClockSkew: 30,
     redisUrl: undefined,
+    webhookUrl: undefined,
+    webhookSecret: undefined,
+    webhookEvents: ["room.occupied", "room.vacated", "member.joined", "member.left"],
+    webhookTimeout: 5,
+    webhookQueue: 10_000,
+    webhookVacateDelay: 5,
+    connectHookUrl: undefined,
+    connectHookTimeout: 2,
+    connectHookFailure: "closed",
+    publishHookUrl: undefined,
+    publishHookTimeout: 2,
+    publishHookFailure: "closed",
+    publishHookQueue: 1000,
   });
   assert.ok(Object.isFrozen(DEFAULTS));
 });
@@ -422,4 +466,22 @@ Deno.test("docs/operations.md lists every option with its env twins, default and
     assert.equal(cells[3], `\`${formatDefault(o.key)}\``, `--${o.flag} default`);
     assert.equal(cells[5], o.description, `--${o.flag} description`);
   }
+});
+
+Deno.test("every hook URL needs --webhook-secret, from a flag or the environment", () => {
+  for (const flag of ["--webhook-url", "--connect-hook-url", "--publish-hook-url"]) {
+    const message = configError([flag, "https://app.example/h"]);
+    assert.equal(message, `${flag} needs --webhook-secret to sign its requests`);
+    const config = serve(
+      parseConfig(
+        [flag, "https://app.example/h"],
+        (n) => n === "CHORUS_WEBHOOK_SECRET" ? "w".repeat(32) : undefined,
+      ),
+    );
+    assert.equal(config.webhookSecret, "w".repeat(32));
+  }
+  assert.throws(
+    () => configFrom({ publishHookUrl: "https://app.example/m" }),
+    /--publish-hook-url needs --webhook-secret/,
+  );
 });
