@@ -12,8 +12,10 @@ import { Hub, newNodeId } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
+import { Moderation } from "./moderation.ts";
 import { openStore } from "./open_store.ts";
 import { createHandler, type Handler } from "./server.ts";
+import { signingKey } from "./signing.ts";
 import { createSse } from "./sse.ts";
 import type { StreamStore } from "./store.ts";
 
@@ -119,6 +121,8 @@ export function createApp(
   // Checked first: a bad base path must not leave a store (and its directory lock) open.
   const base = normaliseBasePath(basePath);
   const metrics = new Metrics(shared?.metrics, shared?.index);
+  // Before the store opens, like the base path: a hook without its secret is refused first.
+  const moderation = createModeration(config, metrics, log);
   const node = newNodeId();
   const hubBus = bus?.(metrics, node) ?? shared?.bus;
   const hub = new Hub({
@@ -144,6 +148,7 @@ export function createApp(
         room: member.room,
       }),
     now,
+    moderation,
   });
   const api = config.apiKey === undefined ? undefined : createApi({
     apiKey: config.apiKey,
@@ -171,6 +176,28 @@ export function createApp(
       await hub.dispose();
     },
   };
+}
+
+/** The moderation hook `--publish-hook-url` asks for, or undefined without one. */
+function createModeration(
+  config: Config,
+  metrics: Metrics,
+  log: Logger,
+): Moderation | undefined {
+  const url = config.publishHookUrl;
+  if (url === undefined) return undefined;
+  if (config.webhookSecret === undefined) {
+    throw new ConfigError("--publish-hook-url needs --webhook-secret to sign its requests");
+  }
+  return new Moderation({
+    url,
+    key: signingKey(config.webhookSecret),
+    timeoutMs: config.publishHookTimeout * 1000,
+    failure: config.publishHookFailure,
+    queue: config.publishHookQueue,
+    row: metrics.row,
+    log,
+  });
 }
 
 /** Whether a bus also keeps rooms' streams (the Redis backplane does). */

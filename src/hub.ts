@@ -15,6 +15,7 @@ import { CatchUps } from "./catchup.ts";
 import { closeFrame, type DropReason } from "./close.ts";
 import { Crowds } from "./crowds.ts";
 import { LocalStream } from "./local_stream.ts";
+import type { Moderation } from "./moderation.ts";
 import { MemoryBackend } from "./memory_store.ts";
 import { type Admission as LimitAdmission, ConnectionLimiter } from "./limiter.ts";
 import { C, type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
@@ -65,7 +66,18 @@ export interface HubOptions {
   onDrop?: (member: Member, reason: DisconnectReason) => void;
   /** Clock in ms since the epoch, for message timestamps; injectable for tests. */
   now?: (() => number) | undefined;
+  /**
+   * Asks the application about every chat message before it is stored (`--publish-hook-url`);
+   * without it nothing is asked, and a message costs nothing more. Closed by {@link closeAll}.
+   */
+  moderation?: Moderation | undefined;
 }
+
+/**
+ * What became of a published text: stored ({@link Appended}), or refused by the moderation
+ * hook with the `error` its sender is told (`rejected`, `hook_unavailable`).
+ */
+export type Published = Appended | ProtocolError;
 
 /** One connection in one room. Created by its transport's adapter, owned by the hub. */
 export interface Member extends Present {
@@ -125,6 +137,7 @@ export class Hub {
   readonly #bus: Bus | undefined;
   readonly #onDrop: NonNullable<HubOptions["onDrop"]>;
   readonly #now: () => number;
+  readonly #moderation: Moderation | undefined;
   /** Counters of this hub, for `/metrics`. */
   readonly metrics: Metrics;
   /** This hub's id on the bus; also the prefix of every id it hands out. */
@@ -138,6 +151,7 @@ export class Hub {
     this.node = options.node ?? newNodeId();
     this.#now = options.now ?? Date.now;
     this.#onDrop = options.onDrop ?? (() => {});
+    this.#moderation = options.moderation;
     this.#slots = new Slots(options.limiter ?? new ConnectionLimiter(Infinity, Infinity));
     this.#outbox = new Outbox({
       maxBufferedBytes: options.maxBufferedBytes ?? Infinity,
@@ -309,17 +323,27 @@ export class Hub {
    * only. Every message takes this path: a member's, a raw frame, the publish API's. It goes
    * to the store, and out from there in the room's order. Returns how many peers of this hub
    * it is for; `done` hears the message's offset once it is stored.
+   *
+   * With the moderation hook, text waits for its verdict first (unless `moderate` is false:
+   * the application's own voice), and what the hook allows or replaces is published then. A
+   * refusal goes to `done`; without `done`, a chat member of this hub (`from`) is told it as
+   * an `error` event, and a raw member's frame is dropped (raw clients have no error channel).
    */
   publish(
     room: string,
     data: string | ArrayBuffer,
     from: MemberInfo,
-    done?: (result: Appended) => void,
+    done?: (result: Published) => void,
+    moderate = true,
   ): number {
     const r = this.#rooms.get(room);
     if (typeof data !== "string") {
       this.#store.append(room, new Uint8Array(data));
       return r?.raw.size ?? 0;
+    }
+    if (moderate && this.#moderation !== undefined) {
+      this.#moderate(this.#moderation, room, data, from, done);
+      return r ? r.raw.size + r.chat.size : 0;
     }
     const event: MessageEvent = {
       type: "message",
@@ -377,6 +401,7 @@ export class Hub {
    */
   closeAll(timeoutMs = 2000): Promise<void> {
     this.#shuttingDown = true;
+    this.#moderation?.close();
     this.flush();
     const { code, reason } = closeFrame("shutdown");
     const closed: Promise<void>[] = [];
@@ -486,6 +511,29 @@ export class Hub {
       node: this.node,
       room: member.room,
       member: { id: member.id, name: member.name, mode: member.mode },
+    });
+  }
+
+  /**
+   * Ask the moderation hook about a text; publish what it allows (as `from` was when it sent
+   * it) or hand its refusal to `done`, or to the sender (see {@link publish}).
+   */
+  #moderate(
+    moderation: Moderation,
+    room: string,
+    text: string,
+    from: MemberInfo,
+    done: ((result: Published) => void) | undefined,
+  ): void {
+    const sender = { id: from.id, name: from.name };
+    moderation.check(room, sender, text, (verdict) => {
+      if (typeof verdict === "string") this.publish(room, verdict, sender, done, false);
+      else if (done) done(verdict);
+      else {
+        const socket = (from as Partial<Member>).socket;
+        const member = socket && this.#members.get(socket);
+        if (member === from && member.mode === "chat") this.reject(member, verdict);
+      }
     });
   }
 
