@@ -157,15 +157,12 @@ export class Moderation {
       line = { all: new Fifo(), unasked: new Fifo(), inFlight: 0 };
       this.#lines.set(room, line);
     }
-    if (line.all.size >= this.#options.queue) {
+    const queue = this.#options.queue;
+    if (line.all.size >= queue) {
       this.#options.row[C.publishUnavailable]!++;
-      this.#warn("moderation queue full", { room, queue: this.#options.queue });
-      return settle(
-        protocolError(
-          "hook_unavailable",
-          `${this.#options.queue} messages of this room are already waiting for moderation`,
-        ),
-      );
+      this.#warn("moderation queue full", { room, queue });
+      const message = `the room's moderation queue is full (--publish-hook-queue ${queue})`;
+      return settle(protocolError("hook_unavailable", message));
     }
     const body = JSON.stringify({ room, from: { id: from.id, name: from.name }, text });
     const waiting: Waiting = { room, text, body, settle, verdict: undefined };

@@ -134,7 +134,7 @@ Deno.test("a room's line holds --publish-hook-queue messages; the next is refuse
   assert.deepEqual(settled[0]!.verdict, {
     type: "error",
     code: "hook_unavailable",
-    message: "2 messages of this room are already waiting for moderation",
+    message: "the room's moderation queue is full (--publish-hook-queue 2)",
   });
   assert.equal(row[C.publishUnavailable], 1);
   send("/other", "d");

@@ -297,6 +297,7 @@ Deno.test("POST /api/publish waits for the verdict: 422 rejected, 200 with the r
     assert.equal(receiver.count, 2);
     const own = await apiPublish(server, "/news", "bad but our own", "&moderate=false");
     assert.equal(own.status, 200);
+    await own.body?.cancel();
     assert.equal((await nextSaid(bob)).text, "bad but our own");
     assert.equal(receiver.count, 2, "moderate=false skips the hook");
     const wrong = await apiPublish(server, "/news", "x", "&moderate=no");
@@ -315,6 +316,34 @@ Deno.test("POST /api/publish answers 503 hook_unavailable with Retry-After when 
     assert.equal((await res.json()).error.code, "hook_unavailable");
     assert.deepEqual(await history(server, "/news"), []);
   }, () => new Response("down for maintenance", { status: 500 }));
+});
+
+Deno.test("a room with --publish-hook-queue messages waiting refuses the next at once with 503, other rooms not", async () => {
+  await withModeration({ publishHookQueue: 1 }, async (server, receiver, valve) => {
+    receiver.answer = async (req) => {
+      if (req.body.room === "/full") await valve.wait();
+      return Response.json({ action: "allow" });
+    };
+    const waiting = apiPublish(server, "/full", "first");
+    await receiver.requests.next("the first request");
+    const refused = await apiPublish(server, "/full", "second");
+    assert.equal(refused.status, 503);
+    assert.deepEqual(await refused.json(), {
+      error: {
+        code: "hook_unavailable",
+        message: "the room's moderation queue is full (--publish-hook-queue 1)",
+      },
+    });
+    assert.equal(receiver.count, 1, "the refused message was not asked about");
+    const other = await apiPublish(server, "/other", "fine");
+    assert.equal(other.status, 200, "another room's line has room");
+    await other.body?.cancel();
+    valve.open();
+    const first = await waiting;
+    assert.equal(first.status, 200);
+    await first.body?.cancel();
+    assert.deepEqual(await history(server, "/full"), ["first"]);
+  });
 });
 
 Deno.test("at shutdown a publish still waiting for its verdict is answered 503 at once", async () => {
