@@ -34,6 +34,7 @@ import type { Appended, Frame, StreamPage, StreamStore } from "./store.ts";
 import { type Recovery, RoomStreams } from "./room_streams.ts";
 import type { Resume, Tail } from "./tail.ts";
 import { RoomWatches } from "./watches.ts";
+import type { HubObserver } from "./room_events.ts";
 import { CONNECTING, OPEN, type Peer } from "./transport.ts";
 
 /** Whether a connection may be admitted, or why not. */
@@ -71,6 +72,8 @@ export interface HubOptions {
    * without it nothing is asked, and a message costs nothing more. Closed by {@link closeAll}.
    */
   moderation?: Moderation | undefined;
+  /** Told who comes and goes and what is published here, e.g. for webhooks. */
+  observer?: HubObserver | undefined;
 }
 
 /**
@@ -98,6 +101,8 @@ export interface Member extends Present {
    * the transport; WebSocket members have none.
    */
   readonly session?: string | undefined;
+  /** The `sub` of the member's token, when it has one (told to webhooks). */
+  readonly sub?: string | undefined;
 }
 
 /** How a member is connected: a WebSocket, or server-sent events plus POSTs. */
@@ -138,6 +143,7 @@ export class Hub {
   readonly #onDrop: NonNullable<HubOptions["onDrop"]>;
   readonly #now: () => number;
   readonly #moderation: Moderation | undefined;
+  readonly #observer: HubObserver | undefined;
   /** Counters of this hub, for `/metrics`. */
   readonly metrics: Metrics;
   /** This hub's id on the bus; also the prefix of every id it hands out. */
@@ -152,6 +158,7 @@ export class Hub {
     this.#now = options.now ?? Date.now;
     this.#onDrop = options.onDrop ?? (() => {});
     this.#moderation = options.moderation;
+    this.#observer = options.observer;
     this.#slots = new Slots(options.limiter ?? new ConnectionLimiter(Infinity, Infinity));
     this.#outbox = new Outbox({
       maxBufferedBytes: options.maxBufferedBytes ?? Infinity,
@@ -314,6 +321,7 @@ export class Hub {
     if (empty && !this.#catchUps.inRoom(member.room)) this.#rooms.delete(member.room);
     if (this.#crowds.changed(member.room)) this.#announce(room, left);
     this.#bus?.publish({ t: "leave", node: this.node, room: member.room, id: member.id });
+    this.#observer?.left(member, reason, this.#presence.occupied(member.room));
     return member;
   }
 
@@ -352,7 +360,12 @@ export class Hub {
       text: data,
       ts: this.#now(),
     };
-    this.#store.append(room, event, done);
+    const stored = this.#observer?.stored;
+    this.#store.append(
+      room,
+      event,
+      stored ? (result) => (stored(room, event, result), done?.(result)) : done,
+    );
     return r ? r.raw.size + r.chat.size : 0;
   }
 
@@ -512,6 +525,7 @@ export class Hub {
       room: member.room,
       member: { id: member.id, name: member.name, mode: member.mode },
     });
+    this.#observer?.joined(member);
   }
 
   /**
@@ -585,6 +599,9 @@ export class Hub {
    */
   #remote(roomName: string, change: PresenceChange | undefined): void {
     if (change === undefined) return;
+    if (change.type !== "rename") {
+      this.#observer?.presence(roomName, this.#presence.occupied(roomName));
+    }
     const small = change.type === "rename"
       ? !this.#crowds.has(roomName)
       : this.#crowds.changed(roomName);

@@ -216,6 +216,7 @@ class SseMember implements Member {
   readonly transport = "sse" as const;
   readonly room: string;
   readonly nameLocked: boolean;
+  readonly sub: string | undefined;
 
   constructor(
     readonly id: string,
@@ -230,6 +231,7 @@ class SseMember implements Member {
   ) {
     this.room = admitted.room;
     this.nameLocked = admitted.grant?.name !== undefined;
+    this.sub = admitted.grant?.sub;
   }
 }
 
