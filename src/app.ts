@@ -188,11 +188,13 @@ export function createApp(
     handler,
     async shutdown() {
       const deadline = Date.now() + timings.shutdownMs;
-      // closeAll makes every member leave at once, then waits for the close handshakes:
-      // meanwhile the rooms it emptied are claimed vacant and the queue is delivered.
-      const closed = hub.closeAll();
-      const delivered = roomEvents?.close(deadline).then(() => webhooks!.drain(deadline));
-      await Promise.all([closed, delivered]);
+      // While the close handshakes go on, rooms emptied (here, or on other workers stopping
+      // too) are vacated at once and webhooks go out without waiting for their batch.
+      roomEvents?.hurry();
+      webhooks?.hurry();
+      await hub.closeAll();
+      await roomEvents?.close(deadline);
+      await webhooks?.drain(deadline);
       sse.close();
       await hub.dispose();
     },

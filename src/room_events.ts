@@ -108,7 +108,8 @@ interface Room {
 export class RoomEvents implements HubObserver {
   readonly #sink: RoomEventsOptions["sink"];
   readonly #occupancy: Occupancy;
-  readonly #delayMs: number;
+  /** `--webhook-vacate-delay`; 0 once a shutdown {@link hurry}s. */
+  #delayMs: number;
   readonly #now: () => number;
   readonly #retryMs: number;
   readonly #rooms = new Map<string, Room>();
@@ -171,9 +172,23 @@ export class RoomEvents implements HubObserver {
   }
 
   /**
-   * At shutdown: claim at once what is waiting (a vacancy counting down its delay, a claim to
-   * retry), since this hub will not be there later; wait for pending claims until `deadline`
-   * (ms since the epoch), then ignore any further change.
+   * A shutdown begins: this hub will not be there when a vacate delay ends, so from now on a
+   * room that empties is claimed vacant at once, and so are those counting down their delay.
+   */
+  hurry(): void {
+    this.#delayMs = 0;
+    for (const [room, r] of this.#rooms) {
+      if (r.timer === undefined) continue;
+      clearTimeout(r.timer);
+      r.timer = undefined;
+      this.#settle(room, r);
+    }
+  }
+
+  /**
+   * At shutdown, after {@link hurry} and once the hub's members have left: claim at once what
+   * is still waiting (a claim to retry), wait for pending claims until `deadline` (ms since the
+   * epoch), then ignore any further change.
    */
   async close(deadline: number): Promise<void> {
     const pending: Promise<void>[] = [];

@@ -122,7 +122,9 @@ export class Webhooks {
   #size = 0;
   #running: Promise<void> | undefined;
   #sleep: Sleep | undefined;
-  /** Set by {@link drain}: send without waiting for a batch to fill, and stop at the deadline. */
+  /** Set by {@link hurry}: send without waiting for a batch to fill. */
+  #hurry = false;
+  /** Set by {@link drain}: stop at this time (ms since the epoch). */
   #deadline: number | undefined;
   #stopped = false;
   readonly #dropped: WarnWindow;
@@ -186,11 +188,21 @@ export class Webhooks {
   }
 
   /**
+   * From now on, send what is queued at once rather than after the batch time (a shutdown
+   * begins; see {@link drain}).
+   */
+  hurry(): void {
+    this.#hurry = true;
+    this.#wake("events");
+  }
+
+  /**
    * Deliver what is queued, sending at once, until the queue is empty or `deadline` (ms since
    * the epoch) passes; then stop for good. What is still queued is counted as dropped and
    * logged. A request in flight at the deadline is left to its own timeout.
    */
   async drain(deadline = Date.now() + this.#timings.shutdownMs): Promise<void> {
+    this.#hurry = true;
     this.#deadline = deadline;
     this.#wake("events");
     this.#wake("retry");
@@ -275,7 +287,7 @@ export class Webhooks {
         await this.#wait(Infinity, "events");
         continue;
       }
-      const wait = this.#deadline !== undefined ? 0 : head.at + this.#timings.batchMs - Date.now();
+      const wait = this.#hurry ? 0 : head.at + this.#timings.batchMs - Date.now();
       if (wait > 0 && this.#queue.length - this.#head < MAX_BATCH_EVENTS) {
         await this.#wait(wait, "events");
         continue;

@@ -256,6 +256,20 @@ Deno.test("close claims a vacancy still counting down its delay at once", async 
   assert.equal(sink.arrived.size, 0, "nothing after close");
 });
 
+Deno.test("once a shutdown hurries, vacancies are claimed at once, the waiting ones too", async () => {
+  const sink = new Sink(["room.vacated"]);
+  const room = events(sink, EVERY_ROOM, 3_600_000);
+  room.joined(member("a", "/waiting"));
+  room.left(member("a", "/waiting"), "client", false);
+  room.joined(member("b", "/busy"));
+  assert.equal(sink.arrived.size, 0);
+  room.hurry();
+  assert.equal(await sink.next(), "room.vacated /waiting");
+  room.left(member("b", "/busy"), "shutdown", false);
+  assert.equal(await sink.next(), "room.vacated /busy");
+  await room.close(Date.now());
+});
+
 Deno.test("member events carry transport, mode, name and sub; messages their offset", async () => {
   const sink = new Sink(["member.joined", "message"]);
   const room = events(sink);
