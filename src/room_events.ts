@@ -131,7 +131,7 @@ export class RoomEvents implements HubObserver {
     this.#members = sink.wants("member.joined") || sink.wants("member.left");
     this.#claimFailed = new WarnWindow(
       options.log,
-      "room transition could not be claimed, retrying",
+      "room claim failed, retrying",
       options.warnIntervalMs ?? 10_000,
     );
     this.stored = sink.wants("message")

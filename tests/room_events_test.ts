@@ -233,7 +233,7 @@ Deno.test("a claim that fails is retried, from the view of then, and warned", as
   assert.equal(retry.state, "occupied");
   retry.answer(true);
   assert.equal(await sink.next(), "room.occupied /r");
-  assert.ok(logs.some((l) => l.includes("room transition could not be claimed")));
+  assert.ok(logs.some((l) => l.includes("room claim failed, retrying")));
   // A change undone while the claim was failing needs no claim at all.
   room.left(member("a"), "client", false);
   (await occupancy.claims.next("the vacant claim")).fail();
