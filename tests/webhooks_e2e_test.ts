@@ -320,3 +320,38 @@ Deno.test("shutdown delivers what is queued at once: the last leaves and vacanci
   await client.closed;
   await receiver.close();
 });
+
+Deno.test("with the moderation hook, message events carry what everyone saw: the replaced text, and nothing of a rejected one", async () => {
+  const receiver = startReceiver((req) => {
+    if (req.path !== "/moderate") return Response.json({});
+    const text: string = req.body.text;
+    if (text.startsWith("bad")) return Response.json({ action: "reject", reason: "no" });
+    return Response.json({ action: "replace", text: text.replaceAll("darn", "d**n") });
+  });
+  const server = hooked(receiver, {
+    webhookEvents: ["message"],
+    publishHookUrl: receiver.url("/moderate"),
+  });
+  try {
+    const { client } = await join(server, "/moderated");
+    client.say("bad words");
+    assert.equal((await client.until("error")).code, "rejected");
+    client.say("darn it");
+    const seen = await client.until("message");
+    assert.equal(seen.text, "d**n it");
+    const webhooks: Event[] = [];
+    while (webhooks.length === 0) {
+      const req = await receiver.requests.next("the message webhook");
+      if (req.path === "/hook") webhooks.push(...req.body.events);
+    }
+    assert.deepEqual(webhooks.map((e) => [e.type, e.id, e.text]), [[
+      "message",
+      seen.id,
+      "d**n it",
+    ]]);
+    await client.close();
+  } finally {
+    await server.close();
+    await receiver.close();
+  }
+});
