@@ -15,6 +15,8 @@ export const DISCONNECT_REASONS = [
   "shutdown",
   "error",
   "token_expired",
+  "kicked",
+  "room_closed",
 ] as const;
 
 /** One of {@link DISCONNECT_REASONS}. */
