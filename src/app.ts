@@ -4,6 +4,7 @@
  * production runs.
  * @module
  */
+import { type Admin, createAdmin } from "./admin.ts";
 import { createApi } from "./api.ts";
 import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
@@ -121,6 +122,8 @@ export function createApp(
   const metrics = new Metrics(shared?.metrics, shared?.index);
   const node = newNodeId();
   const hubBus = bus?.(metrics, node) ?? shared?.bus;
+  // Built after the hub, which hands it what other hubs publish for it.
+  let admin: Admin | undefined = undefined;
   const hub = new Hub({
     node,
     history: config.history,
@@ -144,12 +147,21 @@ export function createApp(
         room: member.room,
       }),
     now,
+    onBus: (m) => admin?.receive(m),
+  });
+  admin = config.apiKey === undefined ? undefined : createAdmin({
+    hub,
+    log,
+    bus: hubBus,
+    label: nodeLabel(node, shared?.index, bus !== undefined),
+    maxMessageBytes: config.maxMessageBytes,
   });
   const api = config.apiKey === undefined ? undefined : createApi({
     apiKey: config.apiKey,
     maxMessageBytes: config.maxMessageBytes,
     hub,
     log,
+    admin: admin?.handler,
   });
   const verify = createConnectionVerifier(config, jwtPublicKeyPem);
   const sse = createSse({ config, hub, relayChannel: shared?.relay });
@@ -166,11 +178,21 @@ export function createApp(
     hub,
     handler,
     async shutdown() {
+      admin?.close();
       await hub.closeAll();
       sse.close();
       await hub.dispose();
     },
   };
+}
+
+/**
+ * How the operator's live view names a node: a worker of `--workers` by its number, an
+ * instance (one per process, or per worker with `--redis-url`) by its hub id.
+ */
+function nodeLabel(node: string, worker: number | undefined, redis: boolean): string {
+  if (!redis && worker !== undefined) return `worker ${worker + 1}`;
+  return worker === undefined ? `instance ${node}` : `instance ${node} (worker ${worker + 1})`;
 }
 
 /** Whether a bus also keeps rooms' streams (the Redis backplane does). */
