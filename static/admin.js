@@ -26,6 +26,8 @@ const KEY_STORAGE = "chorus.admin.key";
 const BASE = document.querySelector('meta[name="chorus-base"]')?.getAttribute("content") ?? "";
 /** Seconds of history the charts show. */
 const WINDOW_S = 15 * 60;
+/** The shortest time the charts' x axis spans, in seconds. */
+const MIN_SPAN_S = 60;
 /** Two samples further apart than this are not joined by a line (the stream was down). */
 const GAP_S = 3.5;
 const ROOMS_POLL_MS = 3000;
@@ -119,6 +121,8 @@ const stats = {
   previous: null,
   /** @type {NodeStats[]} the nodes of the latest event */
   nodes: [],
+  /** @type {number | undefined} the cluster's rooms in the latest event */
+  rooms: undefined,
   frame: 0,
 };
 
@@ -241,6 +245,15 @@ function ago(date) {
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return `${Math.floor(s / 86400)} d ago`;
+}
+
+/**
+ * A point of the x axis: "15 min ago", "10 min", "40 s".
+ * @param {number} seconds before now @param {boolean} first whether to add "ago"
+ */
+function agoLabel(seconds, first) {
+  const text = seconds >= 120 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds)} s`;
+  return first ? `${text} ago` : text;
 }
 
 /** HH:MM:SS, local time. @param {Date} date */
@@ -417,6 +430,8 @@ function signOut(message) {
   closeRoom();
   stats.samples = [];
   stats.previous = null;
+  stats.nodes = [];
+  stats.rooms = undefined;
   rooms.byName.clear();
   rooms.rowElements.clear();
   rooms.rendered = false;
@@ -533,14 +548,20 @@ function onStats(event) {
   });
   while ((stats.samples[0]?.t ?? t) < t - WINDOW_S) stats.samples.shift();
   stats.previous = event;
-  stats.nodes = event.nodes ?? [];
+  // By label, so that each worker keeps its colour whichever node answers the stream.
+  stats.nodes = (event.nodes ?? []).slice().sort((a, b) =>
+    (a.label || a.node).localeCompare(b.label || b.node, "en", { numeric: true })
+  );
+  stats.rooms = event.total?.rooms;
   if (stats.frame === 0) stats.frame = requestAnimationFrame(renderOverview);
 }
 
 /**
  * The three charts: what each shows for the whole cluster (by kind), and which kinds it shows
  * per node when the lines are split by node.
- * @type {{ id: string, title: string, kinds: Kind[], perNode: Kind[], format: (n: number) => string }[]}
+ * `least` is the smallest top of the y axis, so that a quiet chart has sensible labels.
+ * @type {{ id: string, title: string, kinds: Kind[], perNode: Kind[], least: number,
+ *   format: (n: number) => string }[]}
  */
 const CHART_SPECS = [
   {
@@ -552,6 +573,7 @@ const CHART_SPECS = [
       { key: "sse", label: "chat · SSE" },
     ],
     perNode: [{ key: "all", label: "connections" }],
+    least: 2,
     format: (n) => NUMBER.format(Math.round(n)),
   },
   {
@@ -565,6 +587,7 @@ const CHART_SPECS = [
       { key: "received", label: "received" },
       { key: "delivered", label: "delivered" },
     ],
+    least: 1,
     format: formatRate,
   },
   {
@@ -572,6 +595,7 @@ const CHART_SPECS = [
     title: "Bytes out per second",
     kinds: [{ key: "bytesOut", label: "bytes out" }],
     perNode: [{ key: "bytesOut", label: "bytes out" }],
+    least: 1000,
     format: formatBytes,
   },
 ];
@@ -582,7 +606,11 @@ const CHART_SPECS = [
  *   key: keyof Point }} Series
  */
 
-/** A chart drawn as SVG paths in a 900 × 100 box (one unit a second), scaled to its figure. */
+/**
+ * A chart drawn as SVG paths in a 900 × 100 box, stretched to its figure (labels are HTML, so
+ * they do not stretch). The x axis spans the samples there are, from {@link MIN_SPAN_S} up to
+ * the whole window, so a page opened a minute ago shows that minute across the chart.
+ */
 class Chart {
   /** @param {HTMLElement} figure @param {typeof CHART_SPECS[number]} spec */
   constructor(figure, spec) {
@@ -614,8 +642,10 @@ class Chart {
     plot.append(plotSvg, ...this.yLabels);
     const axis = h("div", "x-axis");
     axis.setAttribute("aria-hidden", "true");
-    for (const label of ["15 min ago", "10 min", "5 min", "now"]) axis.append(h("span", "", label));
+    this.xLabels = [0, 1, 2].map(() => h("span"));
+    axis.append(...this.xLabels, h("span", "", "now"));
     figure.replaceChildren(caption, plot, axis);
+    this.span = 0;
     /** @type {Map<string, { path: SVGElement, value: HTMLElement }>} */
     this.drawn = new Map();
     this.seriesKey = "";
@@ -626,7 +656,12 @@ class Chart {
     const key = series.map((s) => `${s.id}=${s.label}`).join("|");
     if (key !== this.seriesKey) this.#rebuild(series, key);
     const end = samples.at(-1)?.t ?? 0;
-    let max = 0;
+    const span = Math.min(WINDOW_S, Math.max(MIN_SPAN_S, Math.ceil(end - (samples[0]?.t ?? end))));
+    if (span !== this.span) {
+      this.span = span;
+      this.xLabels.forEach((label, i) => label.textContent = agoLabel(span * (3 - i) / 3, i === 0));
+    }
+    let max = this.spec.least;
     for (const sample of samples) {
       for (const s of series) max = Math.max(max, sample.points.get(s.node)?.[s.key] ?? 0);
     }
@@ -642,7 +677,8 @@ class Chart {
           lastT = -Infinity;
           continue;
         }
-        const x = WINDOW_S - (end - sample.t);
+        const x = WINDOW_S * (1 - (end - sample.t) / span);
+        if (x < 0) continue;
         const y = 100 - (v / top) * 100;
         d += `${sample.t - lastT > GAP_S ? "M" : "L"}${x.toFixed(1)} ${y.toFixed(2)}`;
         lastT = sample.t;
@@ -732,7 +768,7 @@ function renderOverview() {
   stats.frame = 0;
   const nodes = stats.nodes;
   ui.splitLabel.hidden = nodes.length < 2;
-  const rooms = stats.previous?.total?.rooms;
+  const rooms = stats.rooms;
   const names = nodes.map((n) => n.label || n.node).join(", ");
   ui.nodesLine.textContent = (nodes.length > 1 ? `${nodes.length} nodes: ${names}` : "1 node") +
     (rooms === undefined ? "" : ` · ${NUMBER.format(rooms)} ${rooms === 1 ? "room" : "rooms"}`);
@@ -740,27 +776,37 @@ function renderOverview() {
   const first = stats.samples[0];
   const last = stats.samples.at(-1);
   if (!first || !last) return;
-  renderTally(ui.refused, last.refused, first.refused);
-  renderTally(ui.disconnects, last.disconnects, first.disconnects);
+  const period = `in ${agoLabel(Math.max(MIN_SPAN_S, last.t - first.t), false)}`;
+  renderTally(ui.refused, last.refused, first.refused, [], period);
+  renderTally(ui.disconnects, last.disconnects, first.disconnects, POLICY_REASONS, period);
 }
 
+/** Disconnect reasons that are the server's policy: always listed, also at 0. */
+const POLICY_REASONS = ["slow_consumer", "too_big", "rate_limited", "idle"];
+
 /**
- * Counts by reason, each with its growth over the charts' window ("+3 in 15 min").
- * @param {HTMLElement} list @param {Record<string, number>} now @param {Record<string, number>} then
+ * Counts by reason, each with its growth over the charts' window ("+3 in 15 min"): the reasons
+ * in `always`, then every other one that is not 0.
+ * @param {HTMLElement} list @param {Record<string, number>} now
+ * @param {Record<string, number>} then @param {string[]} always @param {string} period
  */
-function renderTally(list, now, then) {
-  const entries = Object.entries(now);
+function renderTally(list, now, then, always, period) {
+  const reasons = [
+    ...always,
+    ...Object.keys(now).filter((r) => !always.includes(r) && (now[r] ?? 0) > 0),
+  ];
   const frag = document.createDocumentFragment();
-  for (const [reason, count] of entries) {
+  for (const reason of reasons) {
+    const count = now[reason] ?? 0;
     const growth = count - (then[reason] ?? 0);
     const row = h("div", growth > 0 ? "grew" : count > 0 ? "" : "zero");
     row.dataset.reason = reason;
     const dd = h("dd", "", NUMBER.format(count));
-    if (growth > 0) dd.append(h("span", "growth", ` +${NUMBER.format(growth)} in 15 min`));
+    if (growth > 0) dd.append(h("span", "growth", ` +${NUMBER.format(growth)} ${period}`));
     row.append(h("dt", "", reason.replaceAll("_", " ")), dd);
     frag.append(row);
   }
-  if (entries.length === 0) frag.append(h("p", "hint", "none"));
+  if (reasons.length === 0) frag.append(h("p", "hint", "None since the server started."));
   list.replaceChildren(frag);
 }
 
@@ -1288,7 +1334,7 @@ async function onPostSubmit(e) {
   });
   if (!answer || detail !== open) return;
   try {
-    const result = await apiJson(`/api/publish?room=${q(open.room)}&name=system`, {
+    const result = await apiJson(`/api/admin/publish?room=${q(open.room)}&name=system`, {
       method: "POST",
       headers: { "content-type": "text/plain; charset=utf-8" },
       body: text,
