@@ -39,6 +39,8 @@ const HISTORY_PAGE = 50;
 /** Messages kept in a room's stream view; older ones are removed as new ones arrive. */
 const MAX_STREAM_ENTRIES = 500;
 const RETRY_MAX_MS = 15_000;
+/** A stats stream that sends nothing for this long is made again. */
+const STALE_MS = 10_000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const NUMBER = new Intl.NumberFormat("en");
 const RATE = new Intl.NumberFormat("en", { maximumFractionDigits: 1 });
@@ -445,43 +447,59 @@ function signOut(message) {
 // Overview: the stats stream, rates and charts
 
 /**
- * Read `GET /api/admin/stream` until the session ends, reconnecting with backoff.
+ * Read `GET /api/admin/stream` until the session ends, reconnecting with backoff. A stream
+ * that sends nothing for {@link STALE_MS} (a stats event comes every second) is given up and
+ * made again: a proxy or a network may hold a connection open that no longer carries anything.
  * @param {AbortSignal} signal
  */
 async function streamStats(signal) {
   let wait = 1000;
   while (!signal.aborted) {
+    const attempt = new AbortController();
+    let heard = Date.now();
+    const watchdog = setInterval(() => {
+      if (Date.now() - heard > STALE_MS) attempt.abort();
+    }, 1000);
     try {
-      const res = await api("/api/admin/stream", { headers: { accept: "text/event-stream" } });
+      const res = await api(
+        "/api/admin/stream",
+        { headers: { accept: "text/event-stream" } },
+        AbortSignal.any([signal, attempt.signal]),
+      );
       setStatus("open", "live");
       setError("Live numbers", null);
       wait = 1000;
       await readEvents(res, (type, data) => {
         if (type === "stats") onStats(JSON.parse(data));
-      });
+      }, () => heard = Date.now());
       if (!signal.aborted) throw new Error("the stream ended");
     } catch (err) {
-      failed("Live numbers", err);
-      if (signal.aborted) return;
+      if (signal.aborted) return failed("Live numbers", err);
+      failed("Live numbers", attempt.signal.aborted ? `nothing for ${STALE_MS / 1000} s` : err);
       stats.previous = null; // counters after a gap are diffed from the next event on
       setStatus("reconnecting", `reconnecting in ${Math.round(wait / 1000)} s`);
       await delay(wait, signal);
       wait = Math.min(wait * 2, RETRY_MAX_MS);
+    } finally {
+      clearInterval(watchdog);
     }
   }
 }
 
 /**
- * Parse a `text/event-stream` body, calling `onEvent(type, data)` for each event.
+ * Parse a `text/event-stream` body, calling `onEvent(type, data)` for each event and `onData`
+ * for every chunk (pings included).
  * @param {Response} res @param {(type: string, data: string) => void} onEvent
+ * @param {() => void} onData
  */
-async function readEvents(res, onEvent) {
+async function readEvents(res, onEvent, onData) {
   if (!res.body) throw new Error("the stream has no body");
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    onData();
     buffer = (buffer + value).replace(/\r\n/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) !== -1) {
@@ -887,9 +905,11 @@ function renderRooms() {
   const matching = filter ? all.filter((r) => r.room.toLowerCase().includes(filter)) : all;
   matching.sort(compareRooms);
   const visible = matching.slice(0, rooms.shown);
-  const frag = document.createDocumentFragment();
-  for (const row of visible) frag.append(roomRow(row));
-  ui.roomsBody.replaceChildren(frag);
+  keepFocus(ui.roomsBody, "data-room", () => {
+    const frag = document.createDocumentFragment();
+    for (const row of visible) frag.append(roomRow(row));
+    ui.roomsBody.replaceChildren(frag);
+  });
   ui.roomCount.textContent = NUMBER.format(all.length);
   const of = filter ? `${NUMBER.format(matching.length)} matching` : NUMBER.format(all.length);
   ui.roomsShown.textContent = matching.length === 0
@@ -939,6 +959,27 @@ function roomRow(r) {
   const title = date ? date.toLocaleString() : "";
   if (row.last.title !== title) row.last.title = title;
   return row.tr;
+}
+
+/**
+ * Run `rebuild`, which replaces the rows of `container`. A row's link or button that had focus
+ * loses it as soon as its row is taken out (into a fragment too), even to be put back: give
+ * focus to the same row's control again (rows are told apart by `attr`), so a keyboard user
+ * keeps their place across polls.
+ * @param {HTMLElement} container @param {string} attr @param {() => void} rebuild
+ */
+function keepFocus(container, attr, rebuild) {
+  const active = document.activeElement;
+  const key = active && container.contains(active)
+    ? active.closest(`[${attr}]`)?.getAttribute(attr)
+    : null;
+  rebuild();
+  if (key === null || key === undefined || document.activeElement === active) return;
+  const row = [...container.querySelectorAll(`[${attr}]`)].find((r) =>
+    r.getAttribute(attr) === key
+  );
+  const control = /** @type {HTMLElement | null | undefined} */ (row?.querySelector("a, button"));
+  control?.focus({ preventScroll: true });
 }
 
 /** Set `el`'s text only when it changed (no needless layout work). */
@@ -1054,7 +1095,7 @@ async function loadMembers(reset, signal) {
     ui.memberCount.textContent = NUMBER.format(open.memberCount);
     const frag = document.createDocumentFragment();
     for (const m of page.members ?? []) frag.append(memberRow(m));
-    if (reset) ui.members.replaceChildren(frag);
+    if (reset) keepFocus(ui.members, "data-id", () => ui.members.replaceChildren(frag));
     else ui.members.append(frag);
     if (open.memberCount === 0) ui.members.append(h("li", "hint", "Nobody is in this room."));
     ui.membersMore.hidden = open.membersNext === null;

@@ -349,8 +349,23 @@ Deno.test({
       });
 
       await step("a room: its members, its history and a new message, live", async () => {
-        // By keyboard: the room's link, then Enter.
+        // By keyboard: the room's link, then Enter. The table is redrawn at every poll (3 s);
+        // the link keeps the focus through a redraw.
         await p.locator('#rooms tr[data-room="/lobby"] a').focus();
+        await p.evaluate(() =>
+          new Promise<void>((resolve) => {
+            const redrawn = new MutationObserver(() => {
+              redrawn.disconnect();
+              resolve();
+            });
+            redrawn.observe(document.querySelector("#rooms tbody")!, { childList: true });
+          })
+        );
+        assert.equal(
+          await p.evaluate(() => document.activeElement?.closest("tr")?.dataset.room),
+          "/lobby",
+          "the focus stays on the room's link",
+        );
         await p.keyboard.press("Enter");
         await p.locator("#room-view").waitFor();
         assert.equal(await p.evaluate(() => document.activeElement?.id), "room-heading");
@@ -617,6 +632,37 @@ Deno.test({
         "chat · SSE 2",
       ]);
       await page.locator("#split-nodes").check();
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser?.close();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: haveChromium
+    ? "the admin page gives up a stats stream that says nothing for 10 s, and says so"
+    : ignored("the admin page with a silent stream"),
+  ignore: !haveChromium,
+  async fn() {
+    const server = startServer({ apiKey: KEY });
+    let browser: Browser | undefined;
+    try {
+      browser = await launchChromium();
+      const { page, errors } = await openAdminPage(browser);
+      // A stream that is accepted somewhere along the way and then carries nothing.
+      await page.route("**/api/admin/stream", () => {});
+      await page.goto(`${server.origin}/admin`);
+      await signIn(page, KEY);
+      await page.waitForFunction(
+        () => document.querySelector("#errors")?.textContent === "Live numbers: nothing for 10 s",
+        undefined,
+        { timeout: 25_000 },
+      );
+      const retry = page.waitForRequest("**/api/admin/stream");
+      assert.equal(await page.locator("#status").getAttribute("data-state"), "reconnecting");
+      await retry;
       assert.deepEqual(errors, []);
     } finally {
       await browser?.close();
