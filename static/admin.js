@@ -1062,9 +1062,12 @@ function updateRoomFacts() {
   if (!detail) return;
   const r = rooms.byName.get(detail.room);
   ui.roomFacts.textContent = r
-    ? `${NUMBER.format(r.members)} members · ${formatRate(r.rate)} msg/s · offset ${
-      r.offset === null ? "–" : NUMBER.format(r.offset)
-    } · last activity ${ago(toDate(r.lastActivity))}`
+    ? [
+      `${NUMBER.format(r.members)} ${r.members === 1 ? "member" : "members"}`,
+      `${formatRate(r.rate)} msg/s`,
+      `offset ${r.offset === null ? "–" : NUMBER.format(r.offset)}`,
+      `last activity ${ago(toDate(r.lastActivity))}`,
+    ].join(" · ")
     : "No members now.";
   // A small room's list is reloaded when its count changes; a paged one only on request.
   if (
