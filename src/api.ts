@@ -6,11 +6,12 @@
  */
 import { constantTimeEqual, parseRoom } from "./auth.ts";
 import type { Hub, Published } from "./hub.ts";
-import type { Logger } from "./log.ts";
+import type { LogFields, Logger } from "./log.ts";
 import { checkName, type MemberInfo } from "./protocol.ts";
 import type { StreamQuery } from "./store.ts";
 import { httpError, json, readAtMost } from "./http.ts";
 import type { ApiHandler } from "./server.ts";
+import { originAllowed } from "./upgrade.ts";
 
 /** What the API is built from. */
 export interface ApiDeps {
@@ -20,7 +21,18 @@ export interface ApiDeps {
   maxMessageBytes: number;
   hub: Hub;
   log: Logger;
+  /**
+   * Answers `/api/admin/…` (`src/admin_api.ts`) once the origin and key are checked; without it
+   * those paths are 404.
+   */
+  admin?: ApiHandler | undefined;
 }
+
+/** What a publish needs of {@link ApiDeps}. */
+export type PublishDeps = Pick<ApiDeps, "maxMessageBytes" | "hub" | "log">;
+
+/** Where the operator's endpoints live (`src/admin_api.ts`). */
+export const ADMIN_API_PREFIX = "/api/admin/";
 
 /** The member id published messages come from, so clients can tell them from members'. */
 export const PUBLISHER_ID = "server";
@@ -35,10 +47,19 @@ const CHALLENGE = 'Bearer realm="chorus"';
 export function createApi(deps: ApiDeps): ApiHandler {
   const { hub, log } = deps;
   return async (req, ip, url) => {
+    const admin = url.pathname.startsWith(ADMIN_API_PREFIX);
+    if (admin && !originAllowed(req, [])) {
+      // The admin is never usable from another origin, with or without the key.
+      const origin = req.headers.get("origin") ?? undefined;
+      log.warn("api request refused", { status: 403, code: "forbidden_origin", ip, origin });
+      return noStore(
+        httpError(403, "forbidden_origin", "the admin API answers its own origin only"),
+      );
+    }
     const denied = checkKey(req.headers.get("authorization"), deps.apiKey);
     if (denied !== null) {
       log.warn("api request refused", { status: 401, code: "unauthorized", detail: denied, ip });
-      return httpError(
+      const refused = httpError(
         401,
         "unauthorized",
         denied === "missing" ? "send Authorization: Bearer API_KEY" : "wrong API key",
@@ -48,10 +69,18 @@ export function createApi(deps: ApiDeps): ApiHandler {
             : `${CHALLENGE}, error="invalid_token"`,
         },
       );
+      return admin ? noStore(refused) : refused;
+    }
+    if (admin) {
+      return noStore(
+        deps.admin ? await deps.admin(req, ip, url) : httpError(404, "not_found", "not found"),
+      );
     }
     switch (url.pathname) {
       case "/api/publish":
-        return req.method === "POST" ? await publish(deps, req, url, ip) : notAllowed("POST");
+        return req.method === "POST"
+          ? await publishMessage(deps, req, url, ip, false)
+          : notAllowed("POST");
       case "/api/rooms":
         return req.method === "GET" ? listRooms(hub) : notAllowed("GET");
       case "/api/rooms/members":
@@ -69,6 +98,12 @@ function checkKey(header: string | null, apiKey: string): "missing" | "wrong" | 
   const match = header?.match(/^Bearer[ \t]+(\S+)[ \t]*$/i);
   if (!match) return "missing";
   return constantTimeEqual(match[1]!, apiKey) ? null : "wrong";
+}
+
+/** `res` with `Cache-Control: no-store` unless it has its own: nothing the admin answers is kept. */
+function noStore(res: Response): Response {
+  if (!res.headers.has("cache-control")) res.headers.set("cache-control", "no-store");
+  return res;
 }
 
 function notAllowed(allow: string): Response {
@@ -94,7 +129,20 @@ function bodyKind(contentType: string | null): "text" | "binary" | null {
   return charset === undefined || charset === "utf-8" || charset === "us-ascii" ? "text" : null;
 }
 
-async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promise<Response> {
+/**
+ * Answer `POST /api/publish` (and the operator's `POST /api/admin/publish`): the body into the
+ * room through the one publish path. `audit` logs it at info as `admin publish`, for the
+ * record of what operators did; a backend's publishes are logged at debug as `published`.
+ */
+export async function publishMessage(
+  deps: PublishDeps,
+  req: Request,
+  url: URL,
+  ip: string,
+  audit: boolean,
+): Promise<Response> {
+  const logged = (fields: LogFields) =>
+    audit ? deps.log.info("admin publish", fields) : deps.log.debug("published", fields);
   const room = roomParam(url);
   if (room instanceof Response) return room;
   const from: MemberInfo = { id: PUBLISHER_ID, name: DEFAULT_PUBLISHER_NAME };
@@ -134,7 +182,7 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
   }
   if (typeof data !== "string") {
     const delivered = deps.hub.publish(room, data, from);
-    deps.log.debug("published", { room, kind, bytes: body.byteLength, delivered, ip });
+    logged({ ip, room, name: from.name, kind, bytes: body.byteLength, delivered });
     return json({ delivered });
   }
   let delivered = 0;
@@ -147,7 +195,15 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
       ? httpError(422, "rejected", stored.message)
       : httpError(503, "hook_unavailable", stored.message, { "retry-after": "1" });
   }
-  deps.log.debug("published", { room, kind, bytes: body.byteLength, delivered, ip });
+  logged({
+    ip,
+    room,
+    name: from.name,
+    kind,
+    bytes: body.byteLength,
+    delivered,
+    offset: stored?.offset,
+  });
   // Unstored (a full disk, Redis down): delivered all the same, but with no place in the stream.
   return json({ delivered, epoch: stored?.epoch ?? null, offset: stored?.offset ?? null });
 }

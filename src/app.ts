@@ -4,6 +4,7 @@
  * production runs.
  * @module
  */
+import { type Admin, createAdmin } from "./admin.ts";
 import { createApi } from "./api.ts";
 import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
@@ -140,6 +141,8 @@ export function createApp(
     now,
     warnIntervalMs: timings.warnIntervalMs,
   });
+  // Built after the hub, which hands it what other hubs publish for it.
+  let admin: Admin | undefined = undefined;
   const hub = new Hub({
     node,
     history: config.history,
@@ -165,12 +168,21 @@ export function createApp(
     now,
     moderation,
     observer: roomEvents,
+    onBus: (m) => admin?.receive(m),
+  });
+  admin = config.apiKey === undefined ? undefined : createAdmin({
+    hub,
+    log,
+    bus: hubBus,
+    label: nodeLabel(node, shared?.index, bus !== undefined),
+    maxMessageBytes: config.maxMessageBytes,
   });
   const api = config.apiKey === undefined ? undefined : createApi({
     apiKey: config.apiKey,
     maxMessageBytes: config.maxMessageBytes,
     hub,
     log,
+    admin: admin?.handler,
   });
   const verify = createConnectionVerifier(config, jwtPublicKeyPem);
   const sse = createSse({ config, hub, relayChannel: shared?.relay });
@@ -192,6 +204,7 @@ export function createApp(
       // too) are vacated at once and webhooks go out without waiting for their batch.
       roomEvents?.hurry();
       webhooks?.hurry();
+      admin?.close();
       await hub.closeAll();
       await roomEvents?.close(deadline);
       await webhooks?.drain(deadline);
@@ -255,6 +268,15 @@ function occupancyOf(bus: Bus | undefined, shared: Shared | undefined, config: C
   if (bus !== undefined && "claimRoom" in bus) return bus as Bus & Occupancy;
   if (shared?.bus !== undefined) return ownedRooms(shared.index, config.workers);
   return EVERY_ROOM;
+}
+
+/**
+ * How the operator's live view names a node: a worker of `--workers` by its number, an
+ * instance (one per process, or per worker with `--redis-url`) by its hub id.
+ */
+function nodeLabel(node: string, worker: number | undefined, redis: boolean): string {
+  if (!redis && worker !== undefined) return `worker ${worker + 1}`;
+  return worker === undefined ? `instance ${node}` : `instance ${node} (worker ${worker + 1})`;
 }
 
 /** Whether a bus also keeps rooms' streams (the Redis backplane does). */

@@ -5,6 +5,8 @@
  * what happened; the others replay it to theirs. Nothing is published when there is no bus.
  * @module
  */
+import type { NodeStats } from "./admin_stats.ts";
+import type { OperatorClose } from "./close.ts";
 import type { Mode } from "./protocol.ts";
 
 /** A member as the other hubs track it. */
@@ -21,8 +23,9 @@ export interface RemoteMember {
 export const BACKPLANE_NODE = "redis";
 
 /**
- * What crosses the bus: presence only; messages travel through the stream store
- * (`src/store.ts`). `node` names the publishing hub, so it can ignore its own echo.
+ * What crosses the bus: presence, and the operator's live numbers and controls (`src/admin.ts`);
+ * messages travel through the stream store (`src/store.ts`). `node` names the publishing hub,
+ * so it can ignore its own echo.
  */
 export type BusMessage =
   | { t: "join"; node: string; room: string; member: RemoteMember }
@@ -33,7 +36,21 @@ export type BusMessage =
   /** Every member of the publishing hub, by room; replaces what was known of that node. */
   | { t: "members"; node: string; rooms: [room: string, members: RemoteMember[]][] }
   /** A hub is stopping, or stopped answering (heartbeat expired): its members are gone. */
-  | { t: "bye"; node: string };
+  | { t: "bye"; node: string }
+  /** The publishing hub's numbers for the operator's live view, every second. */
+  | { t: "stats"; node: string; stats: NodeStats }
+  /**
+   * An operator closes every connection of member `id` in `room`, or of everyone in it when `id`
+   * is null: each hub closes its own, with the close frame of `why` and `reason`.
+   */
+  | {
+    t: "kick";
+    node: string;
+    room: string;
+    id: string | null;
+    why: OperatorClose;
+    reason: string | null;
+  };
 
 /** A transport for {@link BusMessage}s; delivery is in order per publisher. */
 export interface Bus {

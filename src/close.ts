@@ -24,6 +24,10 @@ export const DISCONNECTS = {
   shutdown: { code: 1001, reason: "server shutting down" },
   error: null,
   token_expired: { code: 4001, reason: "token expired" },
+  /** An operator disconnected the member (`POST /api/admin/disconnect`); the reason may differ. */
+  kicked: { code: 4003, reason: "disconnected by operator" },
+  /** An operator closed the member's room (`POST /api/admin/close-room`); likewise. */
+  room_closed: { code: 4004, reason: "room closed by operator" },
 } as const satisfies Record<DisconnectReason, CloseFrame | null>;
 
 /** A disconnect that the server itself initiates with a close frame. */
@@ -31,9 +35,16 @@ export type DropReason = {
   [R in DisconnectReason]: typeof DISCONNECTS[R] extends null ? never : R;
 }[DisconnectReason];
 
-/** The close frame of a disconnect the server initiates. */
-export function closeFrame(reason: DropReason): CloseFrame {
-  return DISCONNECTS[reason];
+/** A disconnect an operator asks for, whose close reason the operator may word. */
+export type OperatorClose = "kicked" | "room_closed";
+
+/**
+ * The close frame of a disconnect the server initiates; `wording`, when given, replaces the
+ * table's reason (an operator's own words, see {@link OperatorClose}).
+ */
+export function closeFrame(reason: DropReason, wording?: string): CloseFrame {
+  const frame = DISCONNECTS[reason];
+  return wording === undefined ? frame : { code: frame.code, reason: wording };
 }
 
 /** The close reason Deno gives when a peer stopped answering pings (`idleTimeout`). */

@@ -33,7 +33,11 @@ export type HttpErrorCode =
   | "shutting_down"
   | "invalid_session"
   | "forbidden"
-  | "hook_unavailable";
+  | "hook_unavailable"
+  | "invalid_id"
+  | "invalid_reason"
+  | "member_not_found"
+  | "room_not_found";
 
 /**
  * A JSON error response; every HTTP error chorus returns has this shape. A POSTed event that

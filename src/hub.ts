@@ -74,6 +74,11 @@ export interface HubOptions {
   moderation?: Moderation | undefined;
   /** Told who comes and goes and what is published here, e.g. for webhooks. */
   observer?: HubObserver | undefined;
+  /**
+   * Told of every message another hub publishes on the bus: the operator's numbers and controls
+   * (`src/admin.ts`) travel with presence, and the hub hands them on.
+   */
+  onBus?: ((message: BusMessage) => void) | undefined;
 }
 
 /**
@@ -141,6 +146,9 @@ export class Hub {
   readonly #watches: RoomWatches;
   readonly #bus: Bus | undefined;
   readonly #onDrop: NonNullable<HubOptions["onDrop"]>;
+  readonly #onBus: HubOptions["onBus"];
+  /** When each occupied room last had a member change or a message here, in ms. */
+  readonly #activity = new Map<string, number>();
   readonly #now: () => number;
   readonly #moderation: Moderation | undefined;
   readonly #observer: HubObserver | undefined;
@@ -159,6 +167,7 @@ export class Hub {
     this.#onDrop = options.onDrop ?? (() => {});
     this.#moderation = options.moderation;
     this.#observer = options.observer;
+    this.#onBus = options.onBus;
     this.#slots = new Slots(options.limiter ?? new ConnectionLimiter(Infinity, Infinity));
     this.#outbox = new Outbox({
       maxBufferedBytes: options.maxBufferedBytes ?? Infinity,
@@ -213,6 +222,29 @@ export class Hub {
   /** Rooms with at least one member on any hub of the bus. */
   get rooms(): number {
     return this.#presence.rooms;
+  }
+
+  /** Rooms with members on this hub (joined or catching up). */
+  get localRooms(): number {
+    return this.#rooms.size;
+  }
+
+  /** This hub's connections, from the upgrade until they leave, for the operator's controls. */
+  localMembers(): IterableIterator<Member> {
+    return this.#members.values();
+  }
+
+  /**
+   * When a room last had a member change (on any hub) or a message (delivered here), in ms;
+   * undefined when nothing happened in it since it became occupied as seen from here.
+   */
+  lastActivity(room: string): number | undefined {
+    return this.#activity.get(room);
+  }
+
+  /** The latest offset this hub delivered of a room it has members in; undefined otherwise. */
+  head(room: string): number | undefined {
+    return this.#streams.head(room);
   }
 
   /** Whether one more connection from `ip` fits under the connection limits; reserves it. */
@@ -314,6 +346,7 @@ export class Hub {
     const room = this.#rooms.get(member.room);
     const left = this.#presence.leave(member.room, member);
     if (!room || !left) return member;
+    this.#touch(member.room);
     this.#outbox.forget(peer, room.chat);
     (member.mode === "raw" ? room.raw : room.chat).delete(peer);
     // A member catching up is in no set yet, but its room must stay for it.
@@ -383,6 +416,7 @@ export class Hub {
    */
   rename(member: Member, name: string): void {
     const change = this.#presence.rename(member, name);
+    this.#touch(member.room);
     const room = this.#rooms.get(member.room);
     if (room && this.#crowds.has(member.room)) this.#queue(member, room, change);
     else if (room) this.#announce(room, change);
@@ -397,12 +431,13 @@ export class Hub {
   }
 
   /**
-   * Close a peer on the server's initiative, with the close frame of `why`, and remove it at
-   * once: its transport may never report `close`, and nothing more may be queued for it.
+   * Close a peer on the server's initiative, with the close frame of `why` (its reason worded
+   * as `wording` when given), and remove it at once: its transport may never report `close`,
+   * and nothing more may be queued for it.
    */
-  drop(peer: Peer, why: DropReason): void {
+  drop(peer: Peer, why: DropReason, wording?: string): void {
     const member = this.leave(peer, why);
-    const { code, reason } = closeFrame(why);
+    const { code, reason } = closeFrame(why, wording);
     if (peer.readyState === OPEN || peer.readyState === CONNECTING) peer.close(code, reason);
     if (member) this.#onDrop(member, why);
   }
@@ -484,6 +519,7 @@ export class Hub {
       this.#rooms.set(member.room, room);
     }
     const joined = this.#presence.join(member.room, member);
+    this.#touch(member.room);
     const small = this.#crowds.changed(member.room);
     if (member.mode === "raw") room.raw.add(member.socket);
     else {
@@ -571,6 +607,7 @@ export class Hub {
   /** Replay what another hub published to this hub's own peers. */
   #receive(m: BusMessage): void {
     if (m.node === this.node) return;
+    this.#onBus?.(m);
     switch (m.t) {
       case "join":
         return this.#remote(m.room, this.#presence.remoteJoin(m.node, m.room, m.member));
@@ -602,11 +639,18 @@ export class Hub {
     if (change.type !== "rename") {
       this.#observer?.presence(roomName, this.#presence.occupied(roomName));
     }
+    this.#touch(roomName);
     const small = change.type === "rename"
       ? !this.#crowds.has(roomName)
       : this.#crowds.changed(roomName);
     const room = this.#rooms.get(roomName);
     if (room && small) this.#announce(room, change);
+  }
+
+  /** Something happened in a room now: note it while the room is occupied, forget it after. */
+  #touch(room: string): void {
+    if (this.#presence.occupied(room)) this.#activity.set(room, this.#now());
+    else this.#activity.delete(room);
   }
 
   /** Queue a presence event for every chat member of a room of this hub, if it has any. */
@@ -618,6 +662,7 @@ export class Hub {
   #deliver(roomName: string, event: MessageEvent): void {
     const room = this.#rooms.get(roomName);
     if (!room) return;
+    this.#activity.set(roomName, event.ts);
     if (room.raw.size > 0) this.#outbox.sendAll(room.raw, event.text, utf8Length(event.text));
     this.#announce(room, event);
   }

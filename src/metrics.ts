@@ -15,6 +15,8 @@ export const DISCONNECT_REASONS = [
   "shutdown",
   "error",
   "token_expired",
+  "kicked",
+  "room_closed",
 ] as const;
 
 /** One of {@link DISCONNECT_REASONS}. */
@@ -115,6 +117,12 @@ export function clearGauges(table: Float64Array, index: number): void {
   for (const slot of GAUGES) table[index * ROW_LENGTH + slot] = 0;
 }
 
+/** One hub's disconnects and refused upgrades, by reason (see {@link Metrics.reasons}). */
+export interface ReasonCounts {
+  disconnects: Record<DisconnectReason, number>;
+  refused: Record<RefuseReason, number>;
+}
+
 /** The counters of one hub, plus read access to the whole table for rendering. */
 export class Metrics {
   /**
@@ -152,6 +160,19 @@ export class Metrics {
       on = true;
     }
     return on ? "up" : "off";
+  }
+
+  /**
+   * This hub's disconnects and refused upgrades by reason, from its row alone: the operator's
+   * live view shows each worker or instance apart (`src/admin_stats.ts`).
+   */
+  reasons(): ReasonCounts {
+    const count = <R extends string>(reasons: readonly R[], base: number) =>
+      Object.fromEntries(reasons.map((r, i) => [r, this.row[base + i]!])) as Record<R, number>;
+    return {
+      disconnects: count(DISCONNECT_REASONS, DISCONNECT_BASE),
+      refused: count(REFUSE_REASONS, REFUSE_BASE),
+    };
   }
 
   /** Sum of slot `i` over every row of the table. */

@@ -432,8 +432,11 @@ export class RedisBus implements Bus, StreamStore, Occupancy {
         this.#pendingMembers = m;
         this.#membersTimer ??= setTimeout(() => this.#flushMembers(), MEMBERS_DELAY_MS);
         return;
+      case "stats":
+        // Numbers for the operator, in no order with presence: a list still waiting may wait.
+        return this.#send(CONTROL_CHANNEL, m);
       default:
-        // join, leave, rename, bye: a list of members still waiting must go out before them.
+        // join, leave, rename, bye, kick: a list of members still waiting must go out first.
         this.#flushMembers();
         return this.#send(CONTROL_CHANNEL, m);
     }

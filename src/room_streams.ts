@@ -78,6 +78,12 @@ export class RoomStreams {
     return made;
   }
 
+  /** The latest offset delivered of a room whose tail is loaded; undefined otherwise. */
+  head(room: string): number | undefined {
+    const tail = this.#tails.get(room);
+    return tail?.loaded ? tail.head : undefined;
+  }
+
   /** Resolves once a tail is loaded; undefined when it already is. */
   loading(tail: Tail): Promise<void> | undefined {
     return this.#loads.get(tail);

@@ -13,6 +13,8 @@ import type { Logger } from "./log.ts";
 import { corsHeaders, preflight, withHeaders } from "./cors.ts";
 import { checkStream, createSse, type SseAdapter, wantsEventStream } from "./sse.ts";
 import {
+  ADMIN_PATH,
+  adminPage,
   ASSET_PREFIX,
   ASSETS,
   CLIENT_LIBRARY,
@@ -72,6 +74,7 @@ export function createHandler(deps: HandlerDeps): Handler {
   const checks: UpgradeChecks = { config: deps.config, verify: deps.verify };
   const basePath = deps.basePath ?? "";
   const page = pageAt(basePath);
+  const admin = adminPage(basePath, deps.config.apiKey !== undefined);
 
   /** Count and log a refused upgrade or event stream, and answer it. */
   function refuse(req: Request, ip: string, refused: Refused): Response {
@@ -173,6 +176,7 @@ export function createHandler(deps: HandlerDeps): Handler {
       const file = ASSETS.get(url.pathname.slice(ASSET_PREFIX.length));
       return file ? serveAsset(req, file) : httpError(404, "not_found", "no such asset");
     }
+    if (url.pathname === ADMIN_PATH) return admin(req);
     return serveAsset(req, page);
   };
 }

@@ -7,6 +7,10 @@ import indexHtml from "../static/index.html" with { type: "text" };
 import appJs from "../static/app.js" with { type: "text" };
 import styleCss from "../static/style.css" with { type: "text" };
 import chorusJs from "../static/chorus.js" with { type: "text" };
+import adminHtml from "../static/admin.html" with { type: "text" };
+import adminJs from "../static/admin.js" with { type: "text" };
+import adminCss from "../static/admin.css" with { type: "text" };
+import { httpError } from "./http.ts";
 
 /** One embedded file, ready to serve. */
 export interface Asset {
@@ -58,16 +62,81 @@ export const PAGE: Asset = asset(indexHtml, "text/html; charset=utf-8");
  */
 export function pageAt(basePath: string): Asset {
   if (basePath === "") return PAGE;
-  const html = indexHtml
+  return asset(underBasePath(indexHtml, basePath), PAGE.contentType);
+}
+
+/** `html` with its asset links under `basePath` and the `chorus-base` meta tag added. */
+function underBasePath(html: string, basePath: string): string {
+  if (basePath === "") return html;
+  return html
     .replaceAll(`"${ASSET_PREFIX}`, `"${basePath}${ASSET_PREFIX}`)
     .replace("<head>", `<head>\n    <meta name="chorus-base" content="${basePath}">`);
-  return asset(html, PAGE.contentType);
+}
+
+/** Where the operator's page is served (under the base path), only with `--api-key`. */
+export const ADMIN_PATH = "/admin";
+
+/**
+ * Headers of the operator's page, over {@link PAGE_HEADERS}: nothing but its own script, style
+ * and API calls, never framed, never cached (it is a page behind a key), no referrer.
+ */
+export const ADMIN_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; " +
+    "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; " +
+    "form-action 'none'",
+  "x-frame-options": "DENY",
+  "referrer-policy": "no-referrer",
+  "cache-control": "no-store",
+});
+
+/**
+ * The handler of `GET /admin` for a server under `basePath`: 404 when `enabled` is false (no
+ * API key, so the page could do nothing; its existence is not revealed), 403 for a request a
+ * browser made from another site or origin, else the page.
+ */
+export function adminPage(basePath: string, enabled: boolean): (req: Request) => Response {
+  const page = asset(
+    underBasePath(adminHtml, basePath),
+    "text/html; charset=utf-8",
+    ADMIN_HEADERS,
+  );
+  return (req) => {
+    if (!enabled) return httpError(404, "not_found", "not found");
+    if (fromElsewhere(req)) {
+      return httpError(
+        403,
+        "forbidden_origin",
+        "the operator page is served to its own origin only",
+        {
+          "cache-control": "no-store",
+        },
+      );
+    }
+    return serveAsset(req, page);
+  };
+}
+
+/**
+ * True when a browser says the request comes from another site or origin: `Sec-Fetch-Site`
+ * other than `same-origin` or `none` (typed, bookmarked), or an `Origin` whose host is not
+ * the request's `Host`. Requests without either header (curl, old browsers) pass; the page
+ * holds nothing secret, and its CSP and `X-Frame-Options` forbid framing anyway.
+ */
+export function fromElsewhere(req: Request): boolean {
+  const site = req.headers.get("sec-fetch-site");
+  if (site !== null && site !== "same-origin" && site !== "none") return true;
+  const origin = req.headers.get("origin");
+  if (origin === null) return false;
+  if (!URL.canParse(origin)) return true; // "null": a sandboxed frame, a file: page
+  return new URL(origin).host !== (req.headers.get("host") ?? new URL(req.url).host);
 }
 
 /** Assets by their path under {@link ASSET_PREFIX}. */
 export const ASSETS: ReadonlyMap<string, Asset> = new Map([
   ["app.js", asset(appJs, "text/javascript; charset=utf-8")],
   ["style.css", asset(styleCss, "text/css; charset=utf-8")],
+  ["admin.js", asset(adminJs, "text/javascript; charset=utf-8")],
+  ["admin.css", asset(adminCss, "text/css; charset=utf-8")],
 ]);
 
 /** Where chorus serves its client library, {@link CLIENT_LIBRARY}. */

@@ -32,7 +32,10 @@ export const DEFAULTS = Object.freeze({
   queueLimit: 100,
 });
 
-/** WebSocket close codes after which the client stays closed (4000–4099 too, but see 4001). */
+/**
+ * WebSocket close codes after which the client stays closed; so does 4000–4099 (but see 4001),
+ * which includes an operator's 4003 `disconnected by operator` and 4004 `room closed by operator`.
+ */
 const STOP_CODES = new Set([1000, 1002, 1003, 1007, 1009, 1010]);
 /** Close codes after which the client reconnects, but not before `laterMs`. */
 const LATER_CODES = new Set([1001, 1008, 1013]);
