@@ -157,7 +157,7 @@ class WebSocketMember implements Member {
   ) {
     this.mode = admitted.mode;
     this.room = admitted.room;
-    this.nameLocked = admitted.grant?.name !== undefined;
+    this.nameLocked = admitted.nameLocked;
   }
 
   /** Drop what the adapter holds for this member: its held frames and its expiry timer. */

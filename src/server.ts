@@ -6,6 +6,7 @@
  */
 import type { Verifier } from "./auth.ts";
 import type { Config } from "./config.ts";
+import { connectHookOf, unlessClientLeaves } from "./connect_hook.ts";
 import { createAccept } from "./connection.ts";
 import { type Handler, httpError, json, remoteIp, type RequestInfo } from "./http.ts";
 import type { Hub } from "./hub.ts";
@@ -69,7 +70,11 @@ export function createHandler(deps: HandlerDeps): Handler {
   const startedAt = Date.now();
   const accept = createAccept(deps);
   const sse = deps.sse ?? createSse({ config: deps.config, hub });
-  const checks: UpgradeChecks = { config: deps.config, verify: deps.verify };
+  const checks: UpgradeChecks = {
+    config: deps.config,
+    verify: deps.verify,
+    connectHook: connectHookOf(deps.config, deps.log, hub.metrics.row),
+  };
   const basePath = deps.basePath ?? "";
   const page = pageAt(basePath);
 
@@ -89,7 +94,9 @@ export function createHandler(deps: HandlerDeps): Handler {
 
   /**
    * Admit a connection to `room` through `check`, then `start` it (a WebSocket, an event
-   * stream); `start` may still refuse it on the connection limits.
+   * stream); `start` may still refuse it on the connection limits, whose slot is only taken
+   * then. While the connect hook is asked, a client that leaves is let go at once (see
+   * {@link unlessClientLeaves}); nothing was reserved for it.
    */
   function admit(
     req: Request,
@@ -103,8 +110,16 @@ export function createHandler(deps: HandlerDeps): Handler {
       const started = start(req, checked, ip);
       return started instanceof Response ? started : refuse(req, ip, started);
     };
-    const checked = check(checks, req, room);
-    return checked instanceof Promise ? checked.then(settle) : settle(checked);
+    const checked = check(checks, req, room, ip);
+    if (!(checked instanceof Promise)) return settle(checked);
+    if (checks.connectHook === undefined) return checked.then(settle);
+    const signal = req.signal;
+    return unlessClientLeaves(checked, signal).then((result) => {
+      if (result !== undefined && !signal.aborted) return settle(result);
+      deps.log.debug("connection abandoned: the client left while it was checked", { ip, room });
+      // nginx's "client closed request": nobody is there to read it.
+      return httpError(499, "bad_request", "the client left");
+    });
   }
 
   /** An event stream's answer, with the CORS headers of an origin that may connect. */
