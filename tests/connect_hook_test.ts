@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { connectHook } from "../examples/connect_hook_app.ts";
 import { mintToken } from "../src/auth.ts";
 import type { Config } from "../src/config.ts";
 import {
@@ -481,4 +482,55 @@ Deno.test("a refusal reason is one printable line of bounded length", () => {
   assert.equal(Array.from(long).length, MAX_REASON_LENGTH);
   assert.ok(long.endsWith("…"));
   assert.equal(Array.from(reasonOf("🎉".repeat(300))).length, MAX_REASON_LENGTH, "no split pairs");
+});
+
+Deno.test("examples/connect_hook_app.ts admits its sessions through a real server and refuses the rest", async () => {
+  const users = new Map([
+    ["s-ada", { id: "ada", name: "Ada", admin: true }],
+    ["s-bob", { id: "bob", name: "Bob", admin: false }],
+  ]);
+  const app = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    connectHook(SECRET, (session) => users.get(session)),
+  );
+  const server = startServer({
+    connectHookUrl: `http://127.0.0.1:${app.addr.port}/chorus/connect`,
+    webhookSecret: SECRET,
+  });
+  try {
+    const { client, welcome } = await chatClient(server.ws("/admin/ops"), {
+      cookie: "theme=dark; session=s-ada",
+    });
+    assert.deepEqual([welcome.id, welcome.name], ["ada", "Ada"]);
+    const bob = { cookie: "session=s-bob" };
+    const { stream, welcome: bobs } = await sseMember(`${server.origin}/lobby`, bob);
+    assert.deepEqual([bobs.id, bobs.name], ["bob", "Bob"]);
+    const admins = await upgrade(server, "/admin/ops", bob);
+    assert.deepEqual([admins.status, admins.body.error.message], [403, "admins only"]);
+    const stranger = await streamRefusal(server, "/lobby");
+    assert.deepEqual([stranger.status, stranger.body.error.message], [403, "please log in first"]);
+    const forged = await fetch(`http://127.0.0.1:${app.addr.port}/chorus/connect`, {
+      method: "POST",
+      headers: { "x-chorus-timestamp": String(Date.now()), "x-chorus-signature": "sha256=00" },
+      body: JSON.stringify({ room: "/lobby", headers: { cookie: "session=s-ada" } }),
+    });
+    assert.equal(forged.status, 401, "the app refuses a request chorus did not sign");
+    await forged.body?.cancel();
+    client.socket.close();
+    await stream.cancel();
+  } finally {
+    await server.close();
+    await app.shutdown();
+  }
+});
+
+Deno.test("docs/hooks.md shows the example's connect hook as it is in examples/connect_hook_app.ts", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/hooks.md", import.meta.url));
+  const example = await Deno.readTextFile(
+    new URL("../examples/connect_hook_app.ts", import.meta.url),
+  );
+  const section = doc.slice(doc.indexOf("## Connect hook"), doc.indexOf("## Moderation hook"));
+  const snippet = section.match(/```ts\n([\s\S]*?)```/)?.[1];
+  assert.ok(snippet, "a ts snippet in the connect hook section");
+  assert.ok(example.includes(snippet), "the snippet is a verbatim part of the example");
 });
