@@ -217,7 +217,8 @@ export interface Chorus {
   /**
    * Broadcast into `room` from outside it, exactly as `POST /api/publish` does: text reaches
    * raw clients as a text frame and `chorus.v1` clients as a `message` from id `server`
-   * (and enters the history); bytes reach raw clients only, as a binary frame.
+   * (and enters the history); bytes reach raw clients only, as a binary frame. It is the
+   * application's own voice, so a moderation hook is not asked (like `?moderate=false`).
    * @param room a room path like `/lobby` (without the base path)
    * @param data the message
    * @param from the publisher's display name (default `server`)
@@ -304,7 +305,8 @@ export async function createChorus(options: ChorusOptions = {}): Promise<Chorus>
       const bytes = typeof data === "string" || data instanceof ArrayBuffer
         ? data
         : data.slice().buffer;
-      return app.hub.publish(path, bytes, { id: PUBLISHER_ID, name: name.name });
+      const sender = { id: PUBLISHER_ID, name: name.name };
+      return app.hub.publish(path, bytes, sender, undefined, false);
     },
     rooms() {
       return [...app.hub.directory()]

@@ -5,10 +5,10 @@
  * @module
  */
 import { constantTimeEqual, parseRoom } from "./auth.ts";
-import type { Hub } from "./hub.ts";
+import type { Hub, Published } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { checkName, type MemberInfo } from "./protocol.ts";
-import type { Appended, StreamQuery } from "./store.ts";
+import type { StreamQuery } from "./store.ts";
 import { httpError, json, readAtMost } from "./http.ts";
 import type { ApiHandler } from "./server.ts";
 
@@ -104,6 +104,8 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
     if (!check.ok) return httpError(400, "invalid_name", check.message);
     from.name = check.name;
   }
+  const moderate = moderateParam(url);
+  if (moderate instanceof Response) return moderate;
   const kind = bodyKind(req.headers.get("content-type"));
   if (kind === null) {
     await req.body?.cancel();
@@ -136,12 +138,29 @@ async function publish(deps: ApiDeps, req: Request, url: URL, ip: string): Promi
     return json({ delivered });
   }
   let delivered = 0;
-  const stored = await new Promise<Appended>((resolve) => {
-    delivered = deps.hub.publish(room, data, from, resolve);
+  const stored = await new Promise<Published>((resolve) => {
+    delivered = deps.hub.publish(room, data, from, resolve, moderate);
   });
+  if (stored !== null && "code" in stored) {
+    deps.log.debug("publish refused", { room, code: stored.code, ip });
+    return stored.code === "rejected"
+      ? httpError(422, "rejected", stored.message)
+      : httpError(503, "hook_unavailable", stored.message, { "retry-after": "1" });
+  }
   deps.log.debug("published", { room, kind, bytes: body.byteLength, delivered, ip });
   // Unstored (a full disk, Redis down): delivered all the same, but with no place in the stream.
   return json({ delivered, epoch: stored?.epoch ?? null, offset: stored?.offset ?? null });
+}
+
+/**
+ * The `moderate` query parameter of a publish: `false` skips the moderation hook (the
+ * application's own voice), `true` or none asks it; anything else is a 400.
+ */
+function moderateParam(url: URL): boolean | Response {
+  const raw = url.searchParams.get("moderate");
+  if (raw === null || raw === "true") return true;
+  if (raw === "false") return false;
+  return httpError(400, "bad_request", "moderate must be true or false");
 }
 
 function listRooms(hub: Hub): Response {

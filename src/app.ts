@@ -12,19 +12,24 @@ import { Hub, newNodeId } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
+import { Moderation } from "./moderation.ts";
 import { openStore } from "./open_store.ts";
 import { createHandler, type Handler } from "./server.ts";
+import { EVERY_ROOM, type Occupancy, ownedRooms, RoomEvents } from "./room_events.ts";
+import { signingKey } from "./signing.ts";
 import { createSse } from "./sse.ts";
 import type { StreamStore } from "./store.ts";
+import { WEBHOOK_TIMINGS, Webhooks, type WebhookTimings } from "./webhooks.ts";
 
 /** The parts of one server; `Deno.serve` takes `handler`. */
 export interface App {
   hub: Hub;
   handler: Handler;
   /**
-   * Close every socket and event stream with 1001 `server shutting down` (see `src/close.ts`), waiting up to
-   * 2 s for the close handshakes, then dispose of the hub. New upgrades get 503 from the first
-   * moment.
+   * Close every socket and event stream with 1001 `server shutting down` (see `src/close.ts`),
+   * waiting up to 2 s for the close handshakes and, meanwhile, for the queued webhooks to be
+   * delivered ({@link WebhookTimings.shutdownMs}); then dispose of the hub. New upgrades get 503
+   * from the first moment.
    */
   shutdown(): Promise<void>;
 }
@@ -61,6 +66,8 @@ export interface AppOptions {
    * view of the main thread's store (`src/store_host.ts`). The hub closes it.
    */
   store?: StreamStore | undefined;
+  /** Overrides of the webhook timings ({@link WEBHOOK_TIMINGS}), so tests need not wait minutes. */
+  webhookTimings?: Partial<WebhookTimings> | undefined;
 }
 
 /**
@@ -114,13 +121,25 @@ export async function redisBackplane(
  */
 export function createApp(
   config: Config,
-  { log, now, shared, jwtPublicKeyPem, bus, basePath = "", store }: AppOptions,
+  { log, now, shared, jwtPublicKeyPem, bus, basePath = "", store, webhookTimings }: AppOptions,
 ): App {
   // Checked first: a bad base path must not leave a store (and its directory lock) open.
   const base = normaliseBasePath(basePath);
   const metrics = new Metrics(shared?.metrics, shared?.index);
+  // Before the store opens, like the base path: a hook without its secret is refused first.
+  const moderation = createModeration(config, metrics, log);
+  const timings = { ...WEBHOOK_TIMINGS, ...webhookTimings };
+  const webhooks = createWebhooks(config, metrics, log, timings);
   const node = newNodeId();
   const hubBus = bus?.(metrics, node) ?? shared?.bus;
+  const roomEvents = webhooks && new RoomEvents({
+    sink: webhooks,
+    occupancy: occupancyOf(hubBus, shared, config),
+    vacateDelayMs: config.webhookVacateDelay * 1000,
+    log,
+    now,
+    warnIntervalMs: timings.warnIntervalMs,
+  });
   const hub = new Hub({
     node,
     history: config.history,
@@ -144,6 +163,8 @@ export function createApp(
         room: member.room,
       }),
     now,
+    moderation,
+    observer: roomEvents,
   });
   const api = config.apiKey === undefined ? undefined : createApi({
     apiKey: config.apiKey,
@@ -166,11 +187,74 @@ export function createApp(
     hub,
     handler,
     async shutdown() {
+      const deadline = Date.now() + timings.shutdownMs;
+      // While the close handshakes go on, rooms emptied (here, or on other workers stopping
+      // too) are vacated at once and webhooks go out without waiting for their batch.
+      roomEvents?.hurry();
+      webhooks?.hurry();
       await hub.closeAll();
+      await roomEvents?.close(deadline);
+      await webhooks?.drain(deadline);
       sse.close();
       await hub.dispose();
     },
   };
+}
+
+/** The moderation hook `--publish-hook-url` asks for, or undefined without one. */
+function createModeration(
+  config: Config,
+  metrics: Metrics,
+  log: Logger,
+): Moderation | undefined {
+  const url = config.publishHookUrl;
+  if (url === undefined) return undefined;
+  if (config.webhookSecret === undefined) {
+    throw new ConfigError("--publish-hook-url needs --webhook-secret to sign its requests");
+  }
+  return new Moderation({
+    url,
+    key: signingKey(config.webhookSecret),
+    timeoutMs: config.publishHookTimeout * 1000,
+    failure: config.publishHookFailure,
+    queue: config.publishHookQueue,
+    row: metrics.row,
+    log,
+  });
+}
+
+/** The webhooks `--webhook-url` asks for, or undefined without one. */
+function createWebhooks(
+  config: Config,
+  metrics: Metrics,
+  log: Logger,
+  timings: WebhookTimings,
+): Webhooks | undefined {
+  const url = config.webhookUrl;
+  if (url === undefined) return undefined;
+  if (config.webhookSecret === undefined) {
+    throw new ConfigError("--webhook-url needs --webhook-secret to sign its requests");
+  }
+  return new Webhooks({
+    url,
+    key: signingKey(config.webhookSecret),
+    types: config.webhookEvents,
+    timeoutMs: config.webhookTimeout * 1000,
+    limit: config.webhookQueue,
+    row: metrics.row,
+    log,
+    timings,
+  });
+}
+
+/**
+ * Which hub of a cluster sends a room's `room.occupied` and `room.vacated`: the winner of a
+ * claim in Redis with `--redis-url`, the room's owner among `--workers`, else this one.
+ */
+function occupancyOf(bus: Bus | undefined, shared: Shared | undefined, config: Config): Occupancy {
+  if (bus !== undefined && "claimRoom" in bus) return bus as Bus & Occupancy;
+  if (shared?.bus !== undefined) return ownedRooms(shared.index, config.workers);
+  return EVERY_ROOM;
 }
 
 /** Whether a bus also keeps rooms' streams (the Redis backplane does). */

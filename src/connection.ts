@@ -142,6 +142,7 @@ class WebSocketMember implements Member {
   readonly mode: Mode;
   readonly room: string;
   readonly nameLocked: boolean;
+  readonly sub: string | undefined;
 
   constructor(
     readonly id: string,
@@ -158,6 +159,7 @@ class WebSocketMember implements Member {
     this.mode = admitted.mode;
     this.room = admitted.room;
     this.nameLocked = admitted.nameLocked;
+    this.sub = admitted.grant?.sub;
   }
 
   /** Drop what the adapter holds for this member: its held frames and its expiry timer. */

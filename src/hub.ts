@@ -15,6 +15,7 @@ import { CatchUps } from "./catchup.ts";
 import { closeFrame, type DropReason } from "./close.ts";
 import { Crowds } from "./crowds.ts";
 import { LocalStream } from "./local_stream.ts";
+import type { Moderation } from "./moderation.ts";
 import { MemoryBackend } from "./memory_store.ts";
 import { type Admission as LimitAdmission, ConnectionLimiter } from "./limiter.ts";
 import { C, type DisconnectReason, Metrics, utf8Length } from "./metrics.ts";
@@ -33,6 +34,7 @@ import type { Appended, Frame, StreamPage, StreamStore } from "./store.ts";
 import { type Recovery, RoomStreams } from "./room_streams.ts";
 import type { Resume, Tail } from "./tail.ts";
 import { RoomWatches } from "./watches.ts";
+import type { HubObserver } from "./room_events.ts";
 import { CONNECTING, OPEN, type Peer } from "./transport.ts";
 
 /** Whether a connection may be admitted, or why not. */
@@ -65,7 +67,20 @@ export interface HubOptions {
   onDrop?: (member: Member, reason: DisconnectReason) => void;
   /** Clock in ms since the epoch, for message timestamps; injectable for tests. */
   now?: (() => number) | undefined;
+  /**
+   * Asks the application about every chat message before it is stored (`--publish-hook-url`);
+   * without it nothing is asked, and a message costs nothing more. Closed by {@link closeAll}.
+   */
+  moderation?: Moderation | undefined;
+  /** Told who comes and goes and what is published here, e.g. for webhooks. */
+  observer?: HubObserver | undefined;
 }
+
+/**
+ * What became of a published text: stored ({@link Appended}), or refused by the moderation
+ * hook with the `error` its sender is told (`rejected`, `hook_unavailable`).
+ */
+export type Published = Appended | ProtocolError;
 
 /** One connection in one room. Created by its transport's adapter, owned by the hub. */
 export interface Member extends Present {
@@ -86,6 +101,8 @@ export interface Member extends Present {
    * the transport; WebSocket members have none.
    */
   readonly session?: string | undefined;
+  /** The `sub` of the member's token, when it has one (told to webhooks). */
+  readonly sub?: string | undefined;
 }
 
 /** How a member is connected: a WebSocket, or server-sent events plus POSTs. */
@@ -125,6 +142,8 @@ export class Hub {
   readonly #bus: Bus | undefined;
   readonly #onDrop: NonNullable<HubOptions["onDrop"]>;
   readonly #now: () => number;
+  readonly #moderation: Moderation | undefined;
+  readonly #observer: HubObserver | undefined;
   /** Counters of this hub, for `/metrics`. */
   readonly metrics: Metrics;
   /** This hub's id on the bus; also the prefix of every id it hands out. */
@@ -138,6 +157,8 @@ export class Hub {
     this.node = options.node ?? newNodeId();
     this.#now = options.now ?? Date.now;
     this.#onDrop = options.onDrop ?? (() => {});
+    this.#moderation = options.moderation;
+    this.#observer = options.observer;
     this.#slots = new Slots(options.limiter ?? new ConnectionLimiter(Infinity, Infinity));
     this.#outbox = new Outbox({
       maxBufferedBytes: options.maxBufferedBytes ?? Infinity,
@@ -300,6 +321,7 @@ export class Hub {
     if (empty && !this.#catchUps.inRoom(member.room)) this.#rooms.delete(member.room);
     if (this.#crowds.changed(member.room)) this.#announce(room, left);
     this.#bus?.publish({ t: "leave", node: this.node, room: member.room, id: member.id });
+    this.#observer?.left(member, reason, this.#presence.occupied(member.room));
     return member;
   }
 
@@ -309,17 +331,27 @@ export class Hub {
    * only. Every message takes this path: a member's, a raw frame, the publish API's. It goes
    * to the store, and out from there in the room's order. Returns how many peers of this hub
    * it is for; `done` hears the message's offset once it is stored.
+   *
+   * With the moderation hook, text waits for its verdict first (unless `moderate` is false:
+   * the application's own voice), and what the hook allows or replaces is published then. A
+   * refusal goes to `done`; without `done`, a chat member of this hub (`from`) is told it as
+   * an `error` event, and a raw member's frame is dropped (raw clients have no error channel).
    */
   publish(
     room: string,
     data: string | ArrayBuffer,
     from: MemberInfo,
-    done?: (result: Appended) => void,
+    done?: (result: Published) => void,
+    moderate = true,
   ): number {
     const r = this.#rooms.get(room);
     if (typeof data !== "string") {
       this.#store.append(room, new Uint8Array(data));
       return r?.raw.size ?? 0;
+    }
+    if (moderate && this.#moderation !== undefined) {
+      this.#moderate(this.#moderation, room, data, from, done);
+      return r ? r.raw.size + r.chat.size : 0;
     }
     const event: MessageEvent = {
       type: "message",
@@ -328,7 +360,12 @@ export class Hub {
       text: data,
       ts: this.#now(),
     };
-    this.#store.append(room, event, done);
+    const stored = this.#observer?.stored;
+    this.#store.append(
+      room,
+      event,
+      stored ? (result) => (stored(room, event, result), done?.(result)) : done,
+    );
     return r ? r.raw.size + r.chat.size : 0;
   }
 
@@ -377,6 +414,7 @@ export class Hub {
    */
   closeAll(timeoutMs = 2000): Promise<void> {
     this.#shuttingDown = true;
+    this.#moderation?.close();
     this.flush();
     const { code, reason } = closeFrame("shutdown");
     const closed: Promise<void>[] = [];
@@ -487,6 +525,30 @@ export class Hub {
       room: member.room,
       member: { id: member.id, name: member.name, mode: member.mode },
     });
+    this.#observer?.joined(member);
+  }
+
+  /**
+   * Ask the moderation hook about a text; publish what it allows (as `from` was when it sent
+   * it) or hand its refusal to `done`, or to the sender (see {@link publish}).
+   */
+  #moderate(
+    moderation: Moderation,
+    room: string,
+    text: string,
+    from: MemberInfo,
+    done: ((result: Published) => void) | undefined,
+  ): void {
+    const sender = { id: from.id, name: from.name };
+    moderation.check(room, sender, text, (verdict) => {
+      if (typeof verdict === "string") this.publish(room, verdict, sender, done, false);
+      else if (done) done(verdict);
+      else {
+        const socket = (from as Partial<Member>).socket;
+        const member = socket && this.#members.get(socket);
+        if (member === from && member.mode === "chat") this.reject(member, verdict);
+      }
+    });
   }
 
   /** A member caught up on its gap: it joins its room's fan-out. */
@@ -537,6 +599,9 @@ export class Hub {
    */
   #remote(roomName: string, change: PresenceChange | undefined): void {
     if (change === undefined) return;
+    if (change.type !== "rename") {
+      this.#observer?.presence(roomName, this.#presence.occupied(roomName));
+    }
     const small = change.type === "rename"
       ? !this.#crowds.has(roomName)
       : this.#crowds.changed(roomName);

@@ -14,6 +14,7 @@ import { BACKPLANE_NODE, type Bus, type BusMessage } from "./bus.ts";
 import type { Logger } from "./log.ts";
 import { C, type Metrics } from "./metrics.ts";
 import type { MessageEvent } from "./protocol.ts";
+import type { Occupancy, RoomState } from "./room_events.ts";
 import {
   type Appended,
   type Frame,
@@ -176,6 +177,40 @@ for i = from, to, step do
 end
 return reply`;
 
+/**
+ * The key of what the application was last told of a room by webhooks: `occupied` or
+ * `vacant` (see `src/room_events.ts`). Missing means unknown: nobody has claimed it for
+ * {@link ROOM_STATE_TTL_MS}.
+ */
+export function occupancyKey(room: string): string {
+  return `chorus:{${room}}:occupancy`;
+}
+
+/**
+ * How long a room's {@link occupancyKey} outlives the last instance that refreshed it: the
+ * instances with members in a room refresh it every quarter of this, so it expires only when
+ * every instance that held the room is gone without telling (a whole cluster killed at once),
+ * and the room's next member then gets its `room.occupied` again.
+ */
+export const ROOM_STATE_TTL_MS = 10 * 60_000;
+
+/** Longest a claim waits for Redis before it fails (and is tried again later). */
+export const CLAIM_TIMEOUT_MS = 2000;
+
+/**
+ * Claim the change of a room to a state, for the webhook of that change, atomically: of all the
+ * instances that saw the change and ask, exactly one gets 1. KEYS: {@link occupancyKey}. ARGV:
+ * the state (`occupied`, `vacant`) and the key's expiry in ms. The claim succeeds when the room
+ * is not in that state yet; a vacancy also succeeds when the state is unknown (expired), so a
+ * room whose key expired still gets its `room.vacated`, once.
+ */
+export const CLAIM_SCRIPT = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`;
+
 export { BACKPLANE_NODE };
 
 /**
@@ -312,7 +347,7 @@ function backoff(retries: number): number {
  * function of one parameter gets bus messages, one of three (`(room, epoch, frame)`) gets room
  * frames.
  */
-export class RedisBus implements Bus, StreamStore {
+export class RedisBus implements Bus, StreamStore, Occupancy {
   readonly #options: RedisBusOptions;
   readonly #row: Float64Array;
   readonly #pub: RedisClient;
@@ -355,6 +390,8 @@ export class RedisBus implements Bus, StreamStore {
   #pendingMembers: BusMessage | undefined;
   #membersTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
+  /** Set by the first {@link claimRoom}: this instance refreshes its rooms' occupancy keys. */
+  #claims = false;
 
   constructor(options: RedisBusOptions) {
     this.#options = options;
@@ -381,6 +418,7 @@ export class RedisBus implements Bus, StreamStore {
     }
     this.#every(HEARTBEAT_MS, () => this.#heartbeat());
     this.#every(APPEND_TIMEOUT_MS / 4, () => this.#expireAppends());
+    this.#every(ROOM_STATE_TTL_MS / 4, () => this.#keepRoomStates());
   }
 
   /** Presence to every instance (the control channel); nothing is queued while Redis is down. */
@@ -505,6 +543,43 @@ export class RedisBus implements Bus, StreamStore {
   }
 
   /**
+   * Whether this instance sends the webhook of `room`'s change to `state` ({@link
+   * CLAIM_SCRIPT}): every instance that sees the change asks, one wins. Rejects while Redis is
+   * down, when the script fails or after {@link CLAIM_TIMEOUT_MS}; the caller asks again later.
+   */
+  claimRoom(room: string, state: RoomState): Promise<boolean> {
+    if (this.#closed || !this.#up) {
+      return Promise.reject(new Error("backplane down: the room's state cannot be claimed"));
+    }
+    this.#claims = true;
+    const reply = this.#eval(CLAIM_SCRIPT, {
+      keys: [occupancyKey(room)],
+      arguments: [state, String(ROOM_STATE_TTL_MS)],
+    }).then((reply) => reply === 1, (err: unknown) => {
+      this.#failed(err);
+      throw new Error("claiming the room's state failed", { cause: err });
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) =>
+      timer = setTimeout(
+        () => reject(new Error(`no answer from Redis in ${CLAIM_TIMEOUT_MS} ms`)),
+        CLAIM_TIMEOUT_MS,
+      )
+    );
+    return Promise.race([reply, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** Refresh the occupancy keys of the rooms this instance has members in; see {@link ROOM_STATE_TTL_MS}. */
+  #keepRoomStates(): void {
+    if (!this.#claims || !this.#up) return;
+    for (const room of this.#rooms) {
+      this.#pub.pExpire(occupancyKey(room), ROOM_STATE_TTL_MS).catch((err: unknown) =>
+        this.#failed(err)
+      );
+    }
+  }
+
+  /**
    * Wait for pending appends and unsent presence (the goodbye), at most 1 s, then close the
    * connections. Both interfaces' `close` are this one: calling it twice closes once.
    */
@@ -605,7 +680,7 @@ export class RedisBus implements Bus, StreamStore {
 
   #loadScripts(): void {
     this.#shas.clear();
-    for (const script of [APPEND_SCRIPT, READ_SCRIPT]) {
+    for (const script of [APPEND_SCRIPT, READ_SCRIPT, CLAIM_SCRIPT]) {
       this.#pub.scriptLoad(script).then(
         (sha: string) => this.#shas.set(script, sha),
         (err: unknown) => this.#failed(err),

@@ -218,6 +218,7 @@ class SseMember implements Member {
   readonly transport = "sse" as const;
   readonly room: string;
   readonly nameLocked: boolean;
+  readonly sub: string | undefined;
 
   constructor(
     readonly id: string,
@@ -232,6 +233,7 @@ class SseMember implements Member {
   ) {
     this.room = admitted.room;
     this.nameLocked = admitted.nameLocked;
+    this.sub = admitted.grant?.sub;
   }
 }
 

@@ -4,7 +4,7 @@
  * @module
  */
 import { type Config, DEFAULTS } from "../src/config.ts";
-import { createApp } from "../src/app.ts";
+import { type AppOptions, createApp } from "../src/app.ts";
 import type { Hub } from "../src/hub.ts";
 import { createLogger, type Logger } from "../src/log.ts";
 import { SUBPROTOCOL } from "../src/protocol.ts";
@@ -53,7 +53,7 @@ export interface TestServer {
 /** Start a server on a free port with the defaults, overridden where a test needs it. */
 export function startServer(
   overrides: Partial<Config> = {},
-  options: { now?: () => number; jwtPublicKeyPem?: string } = {},
+  options: Omit<AppOptions, "log"> = {},
 ): TestServer {
   // In memory unless a test asks for a store: servers of one run must not share ./data.
   const config: Config = {
