@@ -22,6 +22,7 @@ import type { Admitted, MemberRequest } from "../src/upgrade.ts";
 import {
   chatClient,
   Client,
+  type Event,
   startServer,
   type TestServer,
   UPGRADE_HEADERS,
@@ -482,6 +483,35 @@ Deno.test("a refusal reason is one printable line of bounded length", () => {
   assert.equal(Array.from(long).length, MAX_REASON_LENGTH);
   assert.ok(long.endsWith("…"));
   assert.equal(Array.from(reasonOf("🎉".repeat(300))).length, MAX_REASON_LENGTH, "no split pairs");
+});
+
+Deno.test("webhooks tell the id the connect hook gave as the member's sub", async () => {
+  const receiver = startReceiver((req) =>
+    req.path === "/connect"
+      ? Response.json({ allow: true, id: "user-7", name: "Sev" })
+      : Response.json({ ok: true })
+  );
+  const server = startServer({
+    connectHookUrl: receiver.url("/connect"),
+    webhookUrl: receiver.url("/hook"),
+    webhookSecret: SECRET,
+    webhookEvents: ["member.joined"],
+  }, { webhookTimings: { batchMs: 5 } });
+  try {
+    const { client } = await chatClient(server.ws("/lobby"));
+    let joined;
+    while (joined === undefined) {
+      const req = await receiver.requests.next("the member.joined webhook");
+      if (req.path === "/hook") {
+        joined = req.body.events.find((e: Event) => e.type === "member.joined");
+      }
+    }
+    assert.deepEqual([joined.id, joined.name, joined.sub], ["user-7", "Sev", "user-7"]);
+    client.socket.close();
+  } finally {
+    await server.close();
+    await receiver.close();
+  }
 });
 
 Deno.test("examples/connect_hook_app.ts admits its sessions through a real server and refuses the rest", async () => {
