@@ -10,7 +10,7 @@
  * @module
  */
 import { type Grant, isMemberId, MEMBER_ID_RULE, parseRoomPatterns, roomAllowed } from "./auth.ts";
-import type { Config, HookFailure } from "./config.ts";
+import { type Config, ConfigError, type HookFailure } from "./config.ts";
 import { type HookAnswer, HookError, postSigned } from "./hook_client.ts";
 import type { Logger } from "./log.ts";
 import { C } from "./metrics.ts";
@@ -91,7 +91,7 @@ export function connectHookOf(
   const url = config.connectHookUrl;
   if (url === undefined) return undefined;
   if (config.webhookSecret === undefined) {
-    throw new Error("--connect-hook-url needs --webhook-secret to sign its requests");
+    throw new ConfigError("--connect-hook-url needs --webhook-secret to sign its requests");
   }
   return createConnectHook({
     url,

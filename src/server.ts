@@ -6,7 +6,7 @@
  */
 import type { Verifier } from "./auth.ts";
 import type { Config } from "./config.ts";
-import { connectHookOf, unlessClientLeaves } from "./connect_hook.ts";
+import { type ConnectHook, unlessClientLeaves } from "./connect_hook.ts";
 import { createAccept } from "./connection.ts";
 import { type Handler, httpError, json, remoteIp, type RequestInfo } from "./http.ts";
 import type { Hub } from "./hub.ts";
@@ -39,6 +39,8 @@ export interface HandlerDeps {
   log: Logger;
   /** Checks connection tokens; without it every upgrade is open to all. */
   verify?: Verifier | undefined;
+  /** Asks the application about each connection (`--connect-hook-url`); none asks nobody. */
+  connectHook?: ConnectHook | undefined;
   /** Answers everything under `/api`; without it those paths are 404. */
   api?: ApiHandler | undefined;
   /** Path prefix everything is served under, already normalised (`/ws`); `""` for none. */
@@ -73,7 +75,7 @@ export function createHandler(deps: HandlerDeps): Handler {
   const checks: UpgradeChecks = {
     config: deps.config,
     verify: deps.verify,
-    connectHook: connectHookOf(deps.config, deps.log, hub.metrics.row),
+    connectHook: deps.connectHook,
   };
   const basePath = deps.basePath ?? "";
   const page = pageAt(basePath);

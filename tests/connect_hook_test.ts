@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { connectHook } from "../examples/connect_hook_app.ts";
 import { mintToken } from "../src/auth.ts";
-import type { Config } from "../src/config.ts";
+import { type Config, ConfigError } from "../src/config.ts";
 import {
   createConnectHook,
   DEFAULT_REASON,
@@ -563,4 +563,11 @@ Deno.test("docs/hooks.md shows the example's connect hook as it is in examples/c
   const snippet = section.match(/```ts\n([\s\S]*?)```/)?.[1];
   assert.ok(snippet, "a ts snippet in the connect hook section");
   assert.ok(example.includes(snippet), "the snippet is a verbatim part of the example");
+});
+
+Deno.test("a library user's connect hook URL without --webhook-secret stops the app from being built", () => {
+  assert.throws(
+    () => startServer({ connectHookUrl: "http://127.0.0.1:9/connect" }),
+    (err) => err instanceof ConfigError && /needs --webhook-secret/.test(err.message),
+  );
 });
