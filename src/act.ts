@@ -21,7 +21,7 @@ export function actOnEvent(hub: Hub, member: Member, text: string): ProtocolErro
       hub.publish(member.room, event.text, member);
       return undefined;
     case "rename":
-      if (member.nameLocked) return protocolError("name_locked", "your token sets your name");
+      if (member.nameLocked) return protocolError("name_locked", "your name cannot be changed");
       hub.rename(member, event.name);
       return undefined;
   }

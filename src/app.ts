@@ -9,6 +9,7 @@ import { createApi } from "./api.ts";
 import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
 import { type Config, ConfigError } from "./config.ts";
+import { connectHookOf } from "./connect_hook.ts";
 import { Hub, newNodeId } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
@@ -191,6 +192,7 @@ export function createApp(
     hub,
     log,
     verify,
+    connectHook: connectHookOf(config, log, metrics.row),
     api,
     basePath: base,
     sse,

@@ -72,6 +72,32 @@ export function roomAllowed(patterns: readonly string[] | undefined, room: strin
   return patterns.some((p) => p.endsWith("/*") ? room.startsWith(p.slice(0, -1)) : room === p);
 }
 
+/**
+ * Parse a list of room patterns (a token's `rooms` claim, the connect hook's `rooms`): the
+ * normalised patterns, or a message saying which entry is not one.
+ */
+export function parseRoomPatterns(raw: unknown): string[] | string {
+  if (!Array.isArray(raw)) return "must be a list of room patterns";
+  const patterns: string[] = [];
+  for (const entry of raw) {
+    const pattern = typeof entry === "string" ? parseRoomPattern(entry) : null;
+    if (pattern === null) return `${JSON.stringify(entry)} is not a room pattern`;
+    patterns.push(pattern);
+  }
+  return patterns;
+}
+
+/** What {@link isMemberId} requires, for messages: "must be 1–128 characters …". */
+export const MEMBER_ID_RULE = `must be 1–${MAX_SUB_LENGTH} characters without control characters`;
+
+/**
+ * Whether `id` may be a member id (a token's `sub`, the connect hook's `id`): every client
+ * stores and shows it, so it is bounded and free of control characters.
+ */
+export function isMemberId(id: unknown): id is string {
+  return typeof id === "string" && id !== "" && id.length <= MAX_SUB_LENGTH && !CONTROL.test(id);
+}
+
 /** What a valid token grants one connection. */
 export interface Grant {
   /** The `sub` claim, which becomes the member id; a generated id when absent. */
@@ -219,12 +245,7 @@ function readClaims(payload: jose.JWTPayload, clockSkew: number): TokenCheck {
   const bad = (message: string): TokenCheck => ({ ok: false, reason: "bad_claims", message });
   const { name, rooms, exp } = payload;
   const sub: unknown = payload.sub;
-  if (
-    sub !== undefined &&
-    (typeof sub !== "string" || sub === "" || sub.length > MAX_SUB_LENGTH || CONTROL.test(sub))
-  ) {
-    return bad(`"sub" must be 1–${MAX_SUB_LENGTH} characters without control characters`);
-  }
+  if (sub !== undefined && !isMemberId(sub)) return bad(`"sub" ${MEMBER_ID_RULE}`);
   let displayName: string | undefined;
   if (name !== undefined) {
     if (typeof name !== "string") return bad(`"name" must be a string`);
@@ -234,13 +255,9 @@ function readClaims(payload: jose.JWTPayload, clockSkew: number): TokenCheck {
   }
   let patterns: string[] | undefined;
   if (rooms !== undefined) {
-    if (!Array.isArray(rooms)) return bad(`"rooms" must be a list of room patterns`);
-    patterns = [];
-    for (const raw of rooms) {
-      const pattern = typeof raw === "string" ? parseRoomPattern(raw) : null;
-      if (pattern === null) return bad(`"rooms": ${JSON.stringify(raw)} is not a room pattern`);
-      patterns.push(pattern);
-    }
+    const list = parseRoomPatterns(rooms);
+    if (typeof list === "string") return bad(`"rooms": ${list}`);
+    patterns = list;
   }
   return {
     ok: true,

@@ -158,7 +158,7 @@ class WebSocketMember implements Member {
   ) {
     this.mode = admitted.mode;
     this.room = admitted.room;
-    this.nameLocked = admitted.grant?.name !== undefined;
+    this.nameLocked = admitted.nameLocked;
     this.sub = admitted.grant?.sub;
   }
 

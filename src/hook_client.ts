@@ -63,6 +63,8 @@ export async function postSigned(request: HookRequest): Promise<HookAnswer> {
         ...request.headers,
       },
       body: request.body,
+      // A redirect is an answer, not a new place to send the signed body to.
+      redirect: "manual",
       signal,
     });
   } catch (err) {

@@ -106,7 +106,10 @@ export interface Member extends Present {
    * the transport; WebSocket members have none.
    */
   readonly session?: string | undefined;
-  /** The `sub` of the member's token, when it has one (told to webhooks). */
+  /**
+   * The `sub` of the member's token, or the connect hook's `id` in its place, when either gave
+   * one (told to webhooks).
+   */
   readonly sub?: string | undefined;
 }
 

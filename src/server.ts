@@ -6,6 +6,7 @@
  */
 import type { Verifier } from "./auth.ts";
 import type { Config } from "./config.ts";
+import { type ConnectHook, unlessClientLeaves } from "./connect_hook.ts";
 import { createAccept } from "./connection.ts";
 import { type Handler, httpError, json, remoteIp, type RequestInfo } from "./http.ts";
 import type { Hub } from "./hub.ts";
@@ -40,6 +41,8 @@ export interface HandlerDeps {
   log: Logger;
   /** Checks connection tokens; without it every upgrade is open to all. */
   verify?: Verifier | undefined;
+  /** Asks the application about each connection (`--connect-hook-url`); none asks nobody. */
+  connectHook?: ConnectHook | undefined;
   /** Answers everything under `/api`; without it those paths are 404. */
   api?: ApiHandler | undefined;
   /** Path prefix everything is served under, already normalised (`/ws`); `""` for none. */
@@ -71,7 +74,11 @@ export function createHandler(deps: HandlerDeps): Handler {
   const startedAt = Date.now();
   const accept = createAccept(deps);
   const sse = deps.sse ?? createSse({ config: deps.config, hub });
-  const checks: UpgradeChecks = { config: deps.config, verify: deps.verify };
+  const checks: UpgradeChecks = {
+    config: deps.config,
+    verify: deps.verify,
+    connectHook: deps.connectHook,
+  };
   const basePath = deps.basePath ?? "";
   const page = pageAt(basePath);
   const admin = adminPage(basePath, deps.config.apiKey !== undefined);
@@ -92,7 +99,9 @@ export function createHandler(deps: HandlerDeps): Handler {
 
   /**
    * Admit a connection to `room` through `check`, then `start` it (a WebSocket, an event
-   * stream); `start` may still refuse it on the connection limits.
+   * stream); `start` may still refuse it on the connection limits, whose slot is only taken
+   * then. While the connect hook is asked, a client that leaves is let go at once (see
+   * {@link unlessClientLeaves}); nothing was reserved for it.
    */
   function admit(
     req: Request,
@@ -106,8 +115,16 @@ export function createHandler(deps: HandlerDeps): Handler {
       const started = start(req, checked, ip);
       return started instanceof Response ? started : refuse(req, ip, started);
     };
-    const checked = check(checks, req, room);
-    return checked instanceof Promise ? checked.then(settle) : settle(checked);
+    const checked = check(checks, req, room, ip);
+    if (!(checked instanceof Promise)) return settle(checked);
+    if (checks.connectHook === undefined) return checked.then(settle);
+    const signal = req.signal;
+    return unlessClientLeaves(checked, signal).then((result) => {
+      if (result !== undefined && !signal.aborted) return settle(result);
+      deps.log.debug("connection abandoned: the client left while it was checked", { ip, room });
+      // nginx's "client closed request": nobody is there to read it.
+      return httpError(499, "bad_request", "the client left");
+    });
   }
 
   /** An event stream's answer, with the CORS headers of an origin that may connect. */

@@ -76,11 +76,13 @@ export function checkStream(
   checks: UpgradeChecks,
   req: Request,
   room: string,
+  ip: string,
 ): Admitted | Refused | Promise<Admitted | Refused> {
   if (!originAllowed(req, checks.config.allowedOrigins)) return { refused: "bad_origin" };
   const params = new URL(req.url).searchParams;
   const resume = lastEventId(req.headers.get("last-event-id")) ?? parseResume(params);
-  return checkMember(checks, params, room, "chat", resume);
+  const request = { params, headers: req.headers, ip, transport: "sse" } as const;
+  return checkMember(checks, request, room, "chat", resume);
 }
 
 /** Build the adapter of one server. */
@@ -230,7 +232,7 @@ class SseMember implements Member {
     readonly ended: () => void,
   ) {
     this.room = admitted.room;
-    this.nameLocked = admitted.grant?.name !== undefined;
+    this.nameLocked = admitted.nameLocked;
     this.sub = admitted.grant?.sub;
   }
 }

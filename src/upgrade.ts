@@ -6,7 +6,9 @@
  */
 import { type Grant, roomAllowed, type Verifier } from "./auth.ts";
 import type { Config } from "./config.ts";
+import type { ConnectHook } from "./connect_hook.ts";
 import { httpError, type HttpErrorCode } from "./http.ts";
+import type { Transport } from "./hub.ts";
 import type { LogFields } from "./log.ts";
 import type { RefuseReason } from "./metrics.ts";
 import { checkName, type Mode, negotiateMode, SUBPROTOCOL } from "./protocol.ts";
@@ -111,6 +113,19 @@ export const REFUSALS = {
     message: "the server is shutting down",
     retryAfter: 5,
   },
+  forbidden: {
+    reason: "forbidden",
+    status: 403,
+    code: "forbidden",
+    message: "the application refused this connection",
+  },
+  hook_unavailable: {
+    reason: "hook_unavailable",
+    status: 503,
+    code: "hook_unavailable",
+    message: "the application could not be asked whether you may connect; try again later",
+    retryAfter: 5,
+  },
 } as const satisfies Record<string, Refusal>;
 
 /** The name of one of {@link REFUSALS}. */
@@ -127,18 +142,34 @@ export interface Refused {
 export interface Admitted {
   readonly room: string;
   readonly mode: Mode;
-  /** The name asked for (`?name=`) or fixed by the token; a guest name when undefined. */
+  /** The name asked for (`?name=`), or given by the token or the connect hook; else a guest's. */
   readonly name: string | undefined;
   /** Where the client resumes (`?offset=&epoch=`, or `?since=` a message id), for recovery. */
   readonly resume: Resume | undefined;
-  /** What the connection's token allows; undefined without authentication. */
+  /**
+   * What the connection's token allows, with the connect hook's identity in place of its
+   * claims; undefined when neither said who the client is.
+   */
   readonly grant: Grant | undefined;
+  /** Whether a `rename` is refused: the token's `name` claim, or the connect hook, fixed it. */
+  readonly nameLocked: boolean;
+}
+
+/** What a transport passes to {@link checkMember} about a request besides its room. */
+export interface MemberRequest {
+  /** The request's query: `name`, `token`. */
+  readonly params: URLSearchParams;
+  /** The request's headers; the connect hook is sent some of them. */
+  readonly headers: Headers;
+  /** The client's address, as the connection limits see it. */
+  readonly ip: string;
+  readonly transport: Transport;
 }
 
 /**
- * Who an admitted connection is in its room, whatever its transport: its token's `sub` (one
- * user connected twice has the same id twice; the hub keys connections by peer) or `seq`, a
- * fresh id of the hub, and the name asked for or a guest name made from `seq`.
+ * Who an admitted connection is in its room, whatever its transport: its token's `sub` or the
+ * connect hook's `id` (one user connected twice has the same id twice; the hub keys connections
+ * by peer) or `seq`, a fresh id of the hub, and its name or a guest name made from `seq`.
  */
 export function identify(admitted: Admitted, seq: string): { id: string; name: string } {
   return {
@@ -152,6 +183,8 @@ export interface UpgradeChecks {
   config: Pick<Config, "allowedOrigins">;
   /** Checks connection tokens; without it every upgrade is open to all. */
   verify: Verifier | undefined;
+  /** Asks the application last (`--connect-hook-url`); without it the checks above decide. */
+  connectHook?: ConnectHook | undefined;
 }
 
 /** The HTTP answer to a refused upgrade. */
@@ -162,11 +195,12 @@ export function refusalResponse(refused: Refused): Response {
   return httpError(r.status, r.code, refused.message ?? r.message, headers);
 }
 
-/** Run every check of an upgrade request for `room`, the token's last. */
+/** Run every check of an upgrade request for `room` from `ip`, the token's and the hook's last. */
 export function checkUpgrade(
   checks: UpgradeChecks,
   req: Request,
   room: string,
+  ip: string,
 ): Admitted | Refused | Promise<Admitted | Refused> {
   if (req.method !== "GET") return { refused: "not_get" };
   if (req.headers.get("sec-websocket-version") !== "13") return { refused: "bad_version" };
@@ -175,21 +209,24 @@ export function checkUpgrade(
   const mode = negotiateMode(req.headers.get("sec-websocket-protocol"));
   if (mode === null) return { refused: "bad_protocol" };
   const params = new URL(req.url).searchParams;
-  return checkMember(checks, params, room, mode, parseResume(params));
+  const request = { params, headers: req.headers, ip, transport: "websocket" } as const;
+  return checkMember(checks, request, room, mode, parseResume(params));
 }
 
 /**
  * The checks every transport shares once its own are done (the origin among them): the name,
- * the resume position (null when malformed) and, last, the token and its `rooms` claim.
+ * the resume position (null when malformed), the token and its `rooms` claim and, last, the
+ * connect hook, which is asked only about connections chorus would accept.
  * `src/sse.ts` admits event streams through it, so a stream and an upgrade are judged alike.
  */
 export function checkMember(
   checks: UpgradeChecks,
-  params: URLSearchParams,
+  request: MemberRequest,
   room: string,
   mode: Mode,
   resume: Resume | undefined | null,
 ): Admitted | Refused | Promise<Admitted | Refused> {
+  const { params } = request;
   const rawName = params.get("name");
   let name: string | undefined;
   if (rawName !== null) {
@@ -198,10 +235,13 @@ export function checkMember(
     name = check.name;
   }
   if (resume === null) return { refused: "bad_resume" };
-  if (!checks.verify) return { room, mode, name, resume, grant: undefined };
+  const hooked = (admitted: Admitted) => checks.connectHook?.(admitted, request) ?? admitted;
+  if (!checks.verify) {
+    return hooked({ room, mode, name, resume, grant: undefined, nameLocked: false });
+  }
   const token = params.get("token");
   if (token === null || token === "") return { refused: "no_token", fields: { detail: "missing" } };
-  return checks.verify(token).then((check): Admitted | Refused => {
+  return checks.verify(token).then((check): Admitted | Refused | Promise<Admitted | Refused> => {
     if (!check.ok) {
       return { refused: "bad_token", message: check.message, fields: { detail: check.reason } };
     }
@@ -209,7 +249,8 @@ export function checkMember(
     if (!roomAllowed(grant.rooms, room)) {
       return { refused: "forbidden_room", fields: { sub: grant.sub, room } };
     }
-    return { room, mode, name: grant.name ?? name, resume, grant };
+    const nameLocked = grant.name !== undefined;
+    return hooked({ room, mode, name: grant.name ?? name, resume, grant, nameLocked });
   });
 }
 

@@ -27,6 +27,15 @@ export const UPGRADE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   "sec-websocket-version": "13",
 });
 
+/**
+ * Deno's `WebSocket`, whose constructor also takes handshake headers; the DOM typing that
+ * `tests/page_test.ts` loads into the same check does not say so.
+ */
+const DenoWebSocket = WebSocket as unknown as new (
+  url: string,
+  options?: string | string[] | WebSocketOptions,
+) => WebSocket;
+
 /** A running in-process server. */
 export interface TestServer {
   port: number;
@@ -90,9 +99,10 @@ export class Client {
   readonly #closed: Promise<Closed>;
   readonly #opened: Promise<void>;
 
-  constructor(url: string, protocols?: string | string[]) {
+  /** `options` may also set handshake headers (a cookie), which Deno's WebSocket allows. */
+  constructor(url: string, options?: string | string[] | WebSocketOptions) {
     this.#url = url;
-    this.socket = new WebSocket(url, protocols);
+    this.socket = new DenoWebSocket(url, options);
     this.socket.binaryType = "arraybuffer";
     this.socket.onmessage = (e) => this.frames.push(e.data);
     this.#closed = new Promise((resolve) => {
@@ -171,8 +181,9 @@ export class ChatClient extends Client {
   /** Frames received, to prove coalescing splits correctly. */
   frameCount = 0;
 
-  constructor(url: string) {
-    super(url, SUBPROTOCOL);
+  /** `headers` are sent with the upgrade request (a cookie, an `Authorization`). */
+  constructor(url: string, headers?: HeadersInit) {
+    super(url, headers === undefined ? SUBPROTOCOL : { protocols: [SUBPROTOCOL], headers });
     this.socket.onmessage = (e) => {
       this.frameCount++;
       if (typeof e.data !== "string") throw new Error("chorus.v1 sent a binary frame");
@@ -207,8 +218,11 @@ export class ChatClient extends Client {
 }
 
 /** Connect a chat client and wait for its `welcome`. */
-export async function chatClient(url: string): Promise<{ client: ChatClient; welcome: Event }> {
-  const client = new ChatClient(url);
+export async function chatClient(
+  url: string,
+  headers?: HeadersInit,
+): Promise<{ client: ChatClient; welcome: Event }> {
+  const client = new ChatClient(url, headers);
   await client.opened;
   const welcome = await client.next("welcome");
   return { client, welcome };

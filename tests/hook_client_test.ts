@@ -51,3 +51,25 @@ Deno.test("postSigned fails with a HookError on a timeout, a refused connection 
     await receiver.close();
   }
 });
+
+Deno.test("postSigned does not follow a redirect: the 3xx is the answer", async () => {
+  const receiver = startReceiver((req) =>
+    req.path === "/moved"
+      ? new Response(null, { status: 302, headers: { location: "/elsewhere" } })
+      : Response.json({ followed: true })
+  );
+  try {
+    const key = await signingKey(SECRET);
+    const answer = await postSigned({
+      url: receiver.url("/moved"),
+      key,
+      body: "{}",
+      timeoutMs: 2000,
+    });
+    assert.equal(answer.status, 302);
+    assert.equal((await receiver.requests.next("request")).path, "/moved");
+    assert.equal(receiver.count, 1);
+  } finally {
+    await receiver.close();
+  }
+});

@@ -21,7 +21,7 @@ function request(path = "/r", headers: Record<string, string> = {}, method = "GE
 }
 
 async function check(req: Request, checks = open): Promise<Admitted | Refused> {
-  return await checkUpgrade(checks, req, new URL(req.url).pathname);
+  return await checkUpgrade(checks, req, new URL(req.url).pathname, "192.0.2.1");
 }
 
 Deno.test("each malformed upgrade is refused by its own entry of the table", async () => {
@@ -54,6 +54,7 @@ Deno.test("an upgrade that passes is admitted with its room, mode, name and posi
     name: "Ann",
     resume: { since: "n1-5" },
     grant: undefined,
+    nameLocked: false,
   });
   const listed = await check(request("/r", { origin: "https://app.example" }), {
     config: { allowedOrigins: ["https://app.example"] },
@@ -78,6 +79,7 @@ Deno.test("with a verifier: no token, a bad token and a foreign room are refused
   assert.equal(foreign.refused, "forbidden_room");
   const ok = await check(request("/mine?token=good&name=Bob"), checks) as Admitted;
   assert.equal(ok.name, "Uma", "the token's name wins over ?name=");
+  assert.equal(ok.nameLocked, true, "and may not be changed");
   assert.equal(ok.grant?.sub, "u1");
 });
 
