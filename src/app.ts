@@ -8,7 +8,7 @@ import { type Admin, createAdmin } from "./admin.ts";
 import { createApi } from "./api.ts";
 import { createVerifier, type Verifier } from "./auth.ts";
 import type { Bus } from "./bus.ts";
-import { type Config, ConfigError } from "./config.ts";
+import { checkHooks, type Config, ConfigError } from "./config.ts";
 import { connectHookOf } from "./connect_hook.ts";
 import { Hub, newNodeId } from "./hub.ts";
 import { ConnectionLimiter } from "./limiter.ts";
@@ -129,9 +129,12 @@ export function createApp(
   const base = normaliseBasePath(basePath);
   const metrics = new Metrics(shared?.metrics, shared?.index);
   // Before the store opens, like the base path: a hook without its secret is refused first.
-  const moderation = createModeration(config, metrics, log);
+  checkHooks(config);
+  // One key signs every request to the application.
+  const key = config.webhookSecret === undefined ? undefined : signingKey(config.webhookSecret);
+  const moderation = key && createModeration(config, key, metrics, log);
   const timings = { ...WEBHOOK_TIMINGS, ...webhookTimings };
-  const webhooks = createWebhooks(config, metrics, log, timings);
+  const webhooks = key && createWebhooks(config, key, metrics, log, timings);
   const node = newNodeId();
   const hubBus = bus?.(metrics, node) ?? shared?.bus;
   const roomEvents = webhooks && new RoomEvents({
@@ -192,7 +195,7 @@ export function createApp(
     hub,
     log,
     verify,
-    connectHook: connectHookOf(config, log, metrics.row),
+    connectHook: key && connectHookOf(config, key, log, metrics.row),
     api,
     basePath: base,
     sse,
@@ -219,17 +222,15 @@ export function createApp(
 /** The moderation hook `--publish-hook-url` asks for, or undefined without one. */
 function createModeration(
   config: Config,
+  key: Promise<CryptoKey>,
   metrics: Metrics,
   log: Logger,
 ): Moderation | undefined {
   const url = config.publishHookUrl;
   if (url === undefined) return undefined;
-  if (config.webhookSecret === undefined) {
-    throw new ConfigError("--publish-hook-url needs --webhook-secret to sign its requests");
-  }
   return new Moderation({
     url,
-    key: signingKey(config.webhookSecret),
+    key,
     timeoutMs: config.publishHookTimeout * 1000,
     failure: config.publishHookFailure,
     queue: config.publishHookQueue,
@@ -241,18 +242,16 @@ function createModeration(
 /** The webhooks `--webhook-url` asks for, or undefined without one. */
 function createWebhooks(
   config: Config,
+  key: Promise<CryptoKey>,
   metrics: Metrics,
   log: Logger,
   timings: WebhookTimings,
 ): Webhooks | undefined {
   const url = config.webhookUrl;
   if (url === undefined) return undefined;
-  if (config.webhookSecret === undefined) {
-    throw new ConfigError("--webhook-url needs --webhook-secret to sign its requests");
-  }
   return new Webhooks({
     url,
-    key: signingKey(config.webhookSecret),
+    key,
     types: config.webhookEvents,
     timeoutMs: config.webhookTimeout * 1000,
     limit: config.webhookQueue,

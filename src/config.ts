@@ -754,8 +754,11 @@ export function configFrom(values: { [K in keyof Config]?: Config[K] | undefined
   return config as unknown as Config;
 }
 
-/** Every request to the application is signed, so any hook URL needs the secret. */
-function checkHooks(config: Config): void {
+/**
+ * Every request to the application is signed, so any hook URL needs the secret. Throws
+ * {@link ConfigError}; `createApp` checks again for configs not built here.
+ */
+export function checkHooks(config: Config): void {
   if (config.webhookSecret !== undefined) return;
   for (const o of OPTIONS) {
     if (o.key.endsWith("Url") && o.key !== "redisUrl" && config[o.key] !== undefined) {

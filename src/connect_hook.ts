@@ -10,12 +10,11 @@
  * @module
  */
 import { type Grant, isMemberId, MEMBER_ID_RULE, parseRoomPatterns, roomAllowed } from "./auth.ts";
-import { type Config, ConfigError, type HookFailure } from "./config.ts";
+import type { Config, HookFailure } from "./config.ts";
 import { type HookAnswer, HookError, postSigned } from "./hook_client.ts";
 import type { Logger } from "./log.ts";
 import { C } from "./metrics.ts";
 import { checkName } from "./protocol.ts";
-import { signingKey } from "./signing.ts";
 import type { Admitted, MemberRequest, Refused } from "./upgrade.ts";
 
 /**
@@ -65,8 +64,8 @@ export type ConnectVerdict =
 /** How the hook of one server is built; see {@link connectHookOf} for the config's. */
 export interface ConnectHookOptions {
   url: string;
-  /** `--webhook-secret`, which signs every request. */
-  secret: string;
+  /** The key of `--webhook-secret` (`signingKey`), which signs every request. */
+  key: Promise<CryptoKey>;
   timeoutMs: number;
   failure: HookFailure;
   log: Logger;
@@ -76,26 +75,18 @@ export interface ConnectHookOptions {
   maxPending?: number;
 }
 
-/**
- * The hook `--connect-hook-url` asks for, or undefined without one. The config's validation
- * makes the URL require the secret; a library user who skipped it is stopped here.
- */
+/** The hook `--connect-hook-url` asks for, or undefined without one; `key` signs it. */
 export function connectHookOf(
-  config: Pick<
-    Config,
-    "connectHookUrl" | "connectHookTimeout" | "connectHookFailure" | "webhookSecret"
-  >,
+  config: Pick<Config, "connectHookUrl" | "connectHookTimeout" | "connectHookFailure">,
+  key: Promise<CryptoKey>,
   log: Logger,
   row: Float64Array,
 ): ConnectHook | undefined {
   const url = config.connectHookUrl;
   if (url === undefined) return undefined;
-  if (config.webhookSecret === undefined) {
-    throw new ConfigError("--connect-hook-url needs --webhook-secret to sign its requests");
-  }
   return createConnectHook({
     url,
-    secret: config.webhookSecret,
+    key,
     timeoutMs: config.connectHookTimeout * 1000,
     failure: config.connectHookFailure,
     log,
@@ -106,7 +97,7 @@ export function connectHookOf(
 /** Build a connect hook; each call POSTs one signed request and counts its verdict. */
 export function createConnectHook(options: ConnectHookOptions): ConnectHook {
   const { url, timeoutMs, log, row } = options;
-  const key = signingKey(options.secret);
+  const { key } = options;
   const maxPending = options.maxPending ?? MAX_PENDING_CONNECT_HOOKS;
   let pending = 0;
 

@@ -5,6 +5,7 @@
  * can neither hold chorus up nor fill its memory.
  * @module
  */
+import { concatChunks } from "./http.ts";
 import { sign } from "./signing.ts";
 
 /** Largest answer read from the application; a longer one counts as a failed request. */
@@ -98,13 +99,7 @@ async function readText(res: Response): Promise<string> {
     }
     chunks.push(chunk);
   }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
+  return new TextDecoder().decode(concatChunks(chunks, size));
 }
 
 function failure(err: unknown, signal: AbortSignal, request: HookRequest): HookError {

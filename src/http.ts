@@ -88,11 +88,16 @@ export async function readAtMost(
     if (size > max) return null; // leaving the loop cancels the rest of the stream
     chunks.push(chunk);
   }
-  const body = new Uint8Array(size);
+  return concatChunks(chunks, size);
+}
+
+/** The chunks of a body read piece by piece, as one array of `size` bytes. */
+export function concatChunks(chunks: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {
+  const all = new Uint8Array(size);
   let at = 0;
   for (const chunk of chunks) {
-    body.set(chunk, at);
+    all.set(chunk, at);
     at += chunk.byteLength;
   }
-  return body;
+  return all;
 }

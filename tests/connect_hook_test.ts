@@ -19,6 +19,7 @@ import {
 import { createLogger } from "../src/log.ts";
 import { C, Metrics } from "../src/metrics.ts";
 import type { Admitted, MemberRequest } from "../src/upgrade.ts";
+import { signingKey } from "../src/signing.ts";
 import {
   chatClient,
   Client,
@@ -401,7 +402,7 @@ Deno.test("hook requests over the bound are failed at once, without asking the a
   const logs: string[] = [];
   const hook = createConnectHook({
     url: receiver.url(),
-    secret: SECRET,
+    key: signingKey(SECRET),
     timeoutMs: 10_000,
     failure: "closed",
     log: createLogger({ level: "debug", format: "json", write: (l) => logs.push(l) }),
