@@ -212,10 +212,19 @@ Deno.test("GET /admin: headers, 403 from another site, 404 without --api-key", a
     assert.equal(await asked({ "sec-fetch-site": "same-origin", origin: server.origin }), 200);
     assert.equal(await asked({ "sec-fetch-site": "none" }), 200);
 
-    for (const path of ["/_static/admin.js", "/_static/admin.css"]) {
+    // Every module under static/admin/ is embedded and served, or admin.js could not import it.
+    const modules = [];
+    for await (const f of Deno.readDir(new URL("../static/admin/", import.meta.url))) {
+      if (f.name.endsWith(".js")) modules.push(`/_static/admin/${f.name}`);
+    }
+    assert.ok(modules.length > 0, "static/admin/ holds the page's modules");
+    for (const path of ["/_static/admin.js", "/_static/admin.css", ...modules]) {
       const asset = await fetch(`${server.origin}${path}`);
       await asset.body?.cancel();
       assert.equal(asset.status, 200, path);
+      if (path.endsWith(".js")) {
+        assert.equal(asset.headers.get("content-type"), "text/javascript; charset=utf-8", path);
+      }
     }
 
     for (const path of ["/admin", "/api/admin/rooms", "/api/admin/stream"]) {
