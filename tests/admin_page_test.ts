@@ -10,7 +10,6 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page, Request as PwRequest } from "playwright-core";
-import { createChorus } from "../mod.ts";
 import {
   type BrowserPage,
   chromiumTest,
@@ -20,6 +19,7 @@ import {
   tearDown,
   waitForValue,
 } from "./browser.ts";
+import { startEmbedded } from "./embedded.ts";
 import {
   type ChatClient,
   chatClient,
@@ -627,17 +627,7 @@ chromiumTest(
   "the admin page under a base path: /ws/admin, its assets and API calls under /ws",
   "the admin page under a base path",
   async () => {
-    const chorus = await createChorus({
-      basePath: "/ws",
-      apiKey: KEY,
-      logLevel: "error",
-      store: "memory",
-    });
-    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
-      const { pathname } = new URL(req.url);
-      return pathname.startsWith("/ws/") ? chorus.handler(req, info) : new Response("app");
-    });
-    const origin = `http://127.0.0.1:${server.addr.port}`;
+    const { origin, close } = await startEmbedded({ apiKey: KEY });
     let browser: Browser | undefined;
     try {
       browser = await launchChromium();
@@ -651,10 +641,7 @@ chromiumTest(
       );
       assert.deepEqual(errors, []);
     } finally {
-      await tearDown([], browser, async () => {
-        await chorus.shutdown();
-        await server.shutdown();
-      });
+      await tearDown([], browser, close);
     }
   },
 );

@@ -10,7 +10,6 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page, WebSocketRoute } from "playwright-core";
-import { createChorus } from "../mod.ts";
 import {
   type BrowserPage,
   chromiumTest,
@@ -20,6 +19,7 @@ import {
   tearDown,
   waitForValue,
 } from "./browser.ts";
+import { startEmbedded } from "./embedded.ts";
 import {
   type ChatClient,
   chatClient,
@@ -320,12 +320,7 @@ chromiumTest(
   "the chat page under a base path: room without the prefix, connects, room box stays under it",
   "the chat page under a base path",
   async () => {
-    const chorus = await createChorus({ basePath: "/ws", logLevel: "error", store: "memory" });
-    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
-      const { pathname } = new URL(req.url);
-      return pathname.startsWith("/ws/") ? chorus.handler(req, info) : new Response("app");
-    });
-    const origin = `http://127.0.0.1:${server.addr.port}`;
+    const { chorus, origin, close } = await startEmbedded();
     let browser: Browser | undefined;
     try {
       browser = await launchChromium();
@@ -343,10 +338,7 @@ chromiumTest(
       assert.equal(await page.locator("#room-name").textContent(), "/stocks");
       assert.deepEqual(errors, []);
     } finally {
-      await tearDown([], browser, async () => {
-        await chorus.shutdown();
-        await server.shutdown();
-      });
+      await tearDown([], browser, close);
     }
   },
 );
