@@ -10,6 +10,19 @@ import chorusJs from "../static/chorus.js" with { type: "text" };
 import adminHtml from "../static/admin.html" with { type: "text" };
 import adminJs from "../static/admin.js" with { type: "text" };
 import adminCss from "../static/admin.css" with { type: "text" };
+import adminApiJs from "../static/admin/api.js" with { type: "text" };
+import adminChartsJs from "../static/admin/charts.js" with { type: "text" };
+import adminControlsJs from "../static/admin/controls.js" with { type: "text" };
+import adminDetailJs from "../static/admin/detail.js" with { type: "text" };
+import adminDomJs from "../static/admin/dom.js" with { type: "text" };
+import adminFormatJs from "../static/admin/format.js" with { type: "text" };
+import adminLoginJs from "../static/admin/login.js" with { type: "text" };
+import adminMembersJs from "../static/admin/members.js" with { type: "text" };
+import adminOverviewJs from "../static/admin/overview.js" with { type: "text" };
+import adminRoomJs from "../static/admin/room.js" with { type: "text" };
+import adminRoomsJs from "../static/admin/rooms.js" with { type: "text" };
+import adminStatusJs from "../static/admin/status.js" with { type: "text" };
+import adminStreamJs from "../static/admin/stream.js" with { type: "text" };
 import { httpError } from "./http.ts";
 
 /** One embedded file, ready to serve. */
@@ -34,6 +47,9 @@ export const PAGE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   // Assets are not content-addressed, so browsers revalidate every time and get a 304.
   "cache-control": "no-cache",
 });
+
+const JS = "text/javascript; charset=utf-8";
+const CSS = "text/css; charset=utf-8";
 
 function asset(
   text: string,
@@ -133,10 +149,24 @@ export function fromElsewhere(req: Request): boolean {
 
 /** Assets by their path under {@link ASSET_PREFIX}. */
 export const ASSETS: ReadonlyMap<string, Asset> = new Map([
-  ["app.js", asset(appJs, "text/javascript; charset=utf-8")],
-  ["style.css", asset(styleCss, "text/css; charset=utf-8")],
-  ["admin.js", asset(adminJs, "text/javascript; charset=utf-8")],
-  ["admin.css", asset(adminCss, "text/css; charset=utf-8")],
+  ["app.js", asset(appJs, JS)],
+  ["style.css", asset(styleCss, CSS)],
+  ["admin.js", asset(adminJs, JS)],
+  ["admin.css", asset(adminCss, CSS)],
+  // The admin page's modules, which admin.js imports by relative paths.
+  ["admin/api.js", asset(adminApiJs, JS)],
+  ["admin/charts.js", asset(adminChartsJs, JS)],
+  ["admin/controls.js", asset(adminControlsJs, JS)],
+  ["admin/detail.js", asset(adminDetailJs, JS)],
+  ["admin/dom.js", asset(adminDomJs, JS)],
+  ["admin/format.js", asset(adminFormatJs, JS)],
+  ["admin/login.js", asset(adminLoginJs, JS)],
+  ["admin/members.js", asset(adminMembersJs, JS)],
+  ["admin/overview.js", asset(adminOverviewJs, JS)],
+  ["admin/room.js", asset(adminRoomJs, JS)],
+  ["admin/rooms.js", asset(adminRoomsJs, JS)],
+  ["admin/status.js", asset(adminStatusJs, JS)],
+  ["admin/stream.js", asset(adminStreamJs, JS)],
 ]);
 
 /** Where chorus serves its client library, {@link CLIENT_LIBRARY}. */
@@ -148,7 +178,7 @@ export const CLIENT_LIBRARY_PATH = "/chorus.js";
  * origin: a module script on another origin is fetched with CORS, and the file holds nothing
  * private.
  */
-export const CLIENT_LIBRARY: Asset = asset(chorusJs, "text/javascript; charset=utf-8", {
+export const CLIENT_LIBRARY: Asset = asset(chorusJs, JS, {
   "cache-control": "public, max-age=300",
   "access-control-allow-origin": "*",
 });

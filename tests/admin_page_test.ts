@@ -9,86 +9,34 @@
  * rooms is printed, not asserted.
  */
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import type {
-  Browser,
-  BrowserContext,
-  JSHandle,
-  Page,
-  Request as PwRequest,
-} from "playwright-core";
-import { createChorus } from "../mod.ts";
+import type { Browser, Page, Request as PwRequest } from "playwright-core";
+import {
+  type BrowserPage,
+  chromiumTest,
+  launchChromium,
+  openPage,
+  stepper,
+  tearDown,
+  waitForValue,
+} from "./browser.ts";
+import { startEmbedded } from "./embedded.ts";
 import {
   type ChatClient,
   chatClient,
   type Client,
-  EVENT_TIMEOUT_MS,
   rawClient,
   startMain,
   startServer,
   type TestServer,
 } from "./helpers.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-];
 const KEY = "admin-test-key-0123456789";
 const ARTIFACTS = new URL("./artifacts/admin/", import.meta.url).pathname;
 const ADMIN_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
   "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
-const haveChromium = await isFile(CHROMIUM);
-const ignored = (what: string) =>
-  `${what} (ignored: ${CHROMIUM} not found; apt-get install chromium)`;
-
-/**
- * Load playwright-core with `fs.existsSync` answering false where Deno's permissions forbid a
- * path (its WSL probe reads `/proc/sys`); see `tests/page_test.ts` for the whole story.
- */
-async function loadPlaywright(): Promise<typeof import("playwright-core")> {
-  const existsSync = fs.existsSync;
-  fs.existsSync = (path) => {
-    try {
-      return existsSync(path);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotCapable) return false;
-      throw err;
-    }
-  };
-  try {
-    return await import("playwright-core");
-  } finally {
-    fs.existsSync = existsSync;
-  }
-}
-
-async function launchChromium(): Promise<Browser> {
-  const { chromium } = await loadPlaywright();
-  return await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-}
-
 /** One admin page with its script errors, console errors and API answers. */
-interface AdminPage {
-  context: BrowserContext;
-  page: Page;
-  errors: string[];
+interface AdminPage extends BrowserPage {
   /** `STATUS PATH` of every `/api` request the page made, in order of answer. */
   api: string[];
 }
@@ -97,22 +45,16 @@ async function openAdminPage(
   browser: Browser,
   viewport = { width: 1280, height: 800 },
 ): Promise<AdminPage> {
-  const context = await browser.newContext({ viewport });
-  context.setDefaultTimeout(EVENT_TIMEOUT_MS);
-  const page = await context.newPage();
-  const errors: string[] = [];
+  const opened = await openPage(browser, viewport);
+  const { page } = opened;
   const api: string[] = [];
-  page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") errors.push(`console.error: ${msg.text()}`);
-  });
   const track = (req: PwRequest, status: number | string) => {
     const url = new URL(req.url());
     if (url.pathname.includes("/api/")) api.push(`${status} ${url.pathname}`);
   };
   page.on("requestfinished", async (req) => track(req, (await req.response())?.status() ?? "?"));
   page.on("requestfailed", (req) => track(req, "failed"));
-  return { context, page, errors, api };
+  return { ...opened, api };
 }
 
 /** Type the key into the sign-in form and submit it. */
@@ -142,45 +84,12 @@ const streamTexts = () =>
 const legendValue = (series: string) =>
   document.querySelector(`.legend li[data-series="${series}"] .value`)?.textContent ?? null;
 
-/**
- * Wait until `read(arg)`, evaluated in the page, deep-equals `want` (as JSON); on a timeout,
- * fail with what the page showed instead. `read` must be self-contained (it runs in the page).
- */
-async function waitForJson<T>(
-  page: Page,
-  read: (arg: string) => T,
-  arg: string,
-  want: T,
-): Promise<void> {
-  const fn: JSHandle<(arg: string) => T> = await page.evaluateHandle(`(${read})`);
-  try {
-    await page.waitForFunction(
-      ({ fn, arg, want }) => JSON.stringify(fn(arg)) === want,
-      { fn, arg, want: JSON.stringify(want) },
-    );
-  } catch (err) {
-    const got = await page.evaluate(read, arg);
-    throw new Error(`wanted ${JSON.stringify(want)}, page shows ${JSON.stringify(got)}`, {
-      cause: err,
-    });
-  } finally {
-    await fn.dispose();
-  }
-}
-
 /** Screenshot `page` to `ARTIFACTS/NAME.png` and check the file was written. */
 async function screenshot(page: Page, name: string, fullPage = false): Promise<void> {
   await Deno.mkdir(ARTIFACTS, { recursive: true });
   const path = `${ARTIFACTS}${name}.png`;
   await page.screenshot({ path, fullPage });
   assert.ok((await Deno.stat(path)).size > 0, `${path} is empty`);
-}
-
-/** A step runner that stops the test at the first failed step: later steps build on its state. */
-function stepper(t: Deno.TestContext): (name: string, fn: () => Promise<void>) => Promise<void> {
-  return async (name, fn) => {
-    if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
-  };
 }
 
 Deno.test("GET /admin: headers, 403 from another site, 404 without --api-key", async () => {
@@ -212,10 +121,19 @@ Deno.test("GET /admin: headers, 403 from another site, 404 without --api-key", a
     assert.equal(await asked({ "sec-fetch-site": "same-origin", origin: server.origin }), 200);
     assert.equal(await asked({ "sec-fetch-site": "none" }), 200);
 
-    for (const path of ["/_static/admin.js", "/_static/admin.css"]) {
+    // Every module under static/admin/ is embedded and served, or admin.js could not import it.
+    const modules = [];
+    for await (const f of Deno.readDir(new URL("../static/admin/", import.meta.url))) {
+      if (f.name.endsWith(".js")) modules.push(`/_static/admin/${f.name}`);
+    }
+    assert.ok(modules.length > 0, "static/admin/ holds the page's modules");
+    for (const path of ["/_static/admin.js", "/_static/admin.css", ...modules]) {
       const asset = await fetch(`${server.origin}${path}`);
       await asset.body?.cancel();
       assert.equal(asset.status, 200, path);
+      if (path.endsWith(".js")) {
+        assert.equal(asset.headers.get("content-type"), "text/javascript; charset=utf-8", path);
+      }
     }
 
     for (const path of ["/admin", "/api/admin/rooms", "/api/admin/stream"]) {
@@ -234,12 +152,10 @@ Deno.test("GET /admin: headers, 403 from another site, 404 without --api-key", a
   }
 });
 
-Deno.test({
-  name: haveChromium
-    ? "the admin page: sign-in, live charts, rooms, a room's members and stream, kick, post"
-    : ignored("the admin page in a browser"),
-  ignore: !haveChromium,
-  async fn(t) {
+chromiumTest(
+  "the admin page: sign-in, live charts, rooms, a room's members and stream, kick, post",
+  "the admin page in a browser",
+  async (t) => {
     const server: TestServer = startServer({ apiKey: KEY, rateLimit: 1000, rateBurst: 1000 });
     const clients: Client[] = [];
     let browser: Browser | undefined;
@@ -545,22 +461,15 @@ Deno.test({
         return Promise.resolve();
       });
     } finally {
-      try {
-        await Promise.all(clients.map((c) => c.close()));
-        await browser?.close();
-      } finally {
-        await server.close();
-      }
+      await tearDown(clients, browser, () => server.close());
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the admin page with several nodes: one line per node and the cluster total"
-    : ignored("the admin page with several nodes"),
-  ignore: !haveChromium,
-  async fn() {
+chromiumTest(
+  "the admin page with several nodes: one line per node and the cluster total",
+  "the admin page with several nodes",
+  async () => {
     const server = startServer({ apiKey: KEY });
     let browser: Browser | undefined;
     try {
@@ -607,12 +516,12 @@ Deno.test({
       );
       const legend = (chart: string) =>
         [...document.querySelectorAll(`#${chart} .legend li`)].map((li) => li.textContent);
-      await waitForJson(page, legend, "chart-connections", [
+      await waitForValue(page, "connections legend", legend, "chart-connections", [
         "worker 1 14",
         "worker 2 25",
         "total 39",
       ]);
-      await waitForJson(page, legend, "chart-messages", [
+      await waitForValue(page, "messages legend", legend, "chart-messages", [
         "worker 1 received 100",
         "worker 1 delivered 900",
         "worker 2 received 200",
@@ -634,18 +543,15 @@ Deno.test({
       await page.locator("#split-nodes").check();
       assert.deepEqual(errors, []);
     } finally {
-      await browser?.close();
-      await server.close();
+      await tearDown([], browser, () => server.close());
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the admin page gives up a stats stream that says nothing for 10 s, and says so"
-    : ignored("the admin page with a silent stream"),
-  ignore: !haveChromium,
-  async fn() {
+chromiumTest(
+  "the admin page gives up a stats stream that says nothing for 10 s, and says so",
+  "the admin page with a silent stream",
+  async () => {
     const server = startServer({ apiKey: KEY });
     let browser: Browser | undefined;
     try {
@@ -665,18 +571,15 @@ Deno.test({
       await retry;
       assert.deepEqual(errors, []);
     } finally {
-      await browser?.close();
-      await server.close();
+      await tearDown([], browser, () => server.close());
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the admin page of main.ts --workers 2: a line per worker, live"
-    : ignored("the admin page of --workers 2"),
-  ignore: !haveChromium,
-  async fn() {
+chromiumTest(
+  "the admin page of main.ts --workers 2: a line per worker, live",
+  "the admin page of --workers 2",
+  async () => {
     const main = await startMain(["--workers", "2", "--api-key", KEY]);
     const clients: ChatClient[] = [];
     let browser: Browser | undefined;
@@ -697,7 +600,11 @@ Deno.test({
         [...document.querySelectorAll(`#${chart} .legend li`)].map((li) =>
           li.firstElementChild?.nextElementSibling?.textContent?.trim()
         );
-      await waitForJson(page, legend, "chart-connections", ["worker 1", "worker 2", "total"]);
+      await waitForValue(page, "connections legend", legend, "chart-connections", [
+        "worker 1",
+        "worker 2",
+        "total",
+      ]);
       await page.waitForFunction(() =>
         document.querySelector('[data-series="total:all"] .value')?.textContent === "10"
       );
@@ -711,33 +618,16 @@ Deno.test({
       assert.deepEqual(errors, []);
     } finally {
       clearInterval(talk);
-      try {
-        await Promise.all(clients.map((c) => c.close()));
-        await browser?.close();
-      } finally {
-        await main.stop();
-      }
+      await tearDown(clients, browser, () => main.stop());
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the admin page under a base path: /ws/admin, its assets and API calls under /ws"
-    : ignored("the admin page under a base path"),
-  ignore: !haveChromium,
-  async fn() {
-    const chorus = await createChorus({
-      basePath: "/ws",
-      apiKey: KEY,
-      logLevel: "error",
-      store: "memory",
-    });
-    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
-      const { pathname } = new URL(req.url);
-      return pathname.startsWith("/ws/") ? chorus.handler(req, info) : new Response("app");
-    });
-    const origin = `http://127.0.0.1:${server.addr.port}`;
+chromiumTest(
+  "the admin page under a base path: /ws/admin, its assets and API calls under /ws",
+  "the admin page under a base path",
+  async () => {
+    const { origin, close } = await startEmbedded({ apiKey: KEY });
     let browser: Browser | undefined;
     try {
       browser = await launchChromium();
@@ -751,19 +641,15 @@ Deno.test({
       );
       assert.deepEqual(errors, []);
     } finally {
-      await browser?.close();
-      await chorus.shutdown();
-      await server.shutdown();
+      await tearDown([], browser, close);
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the admin page with 1,000 rooms: the table renders, filters and stays responsive"
-    : ignored("the admin page with 1,000 rooms"),
-  ignore: !haveChromium,
-  async fn() {
+chromiumTest(
+  "the admin page with 1,000 rooms: the table renders, filters and stays responsive",
+  "the admin page with 1,000 rooms",
+  async () => {
     const server = startServer({ apiKey: KEY, maxConnectionsPerIp: 10_000 });
     const clients: Client[] = [];
     let browser: Browser | undefined;
@@ -854,12 +740,7 @@ Deno.test({
       );
       assert.deepEqual(errors, []);
     } finally {
-      try {
-        await Promise.all(clients.map((c) => c.close()));
-        await browser?.close();
-      } finally {
-        await server.close();
-      }
+      await tearDown(clients, browser, () => server.close());
     }
   },
-});
+);

@@ -3,41 +3,12 @@
  * base path, option checks, documented defaults) and `examples/embed.ts` run as a user runs it.
  */
 import assert from "node:assert/strict";
-import { type Chorus, createChorus } from "../mod.ts";
+import { createChorus } from "../mod.ts";
 import { DEFAULTS } from "../src/config.ts";
+import { startEmbedded } from "./embedded.ts";
 import { chatClient, type Client, DENO, rawClient, ROOT, UPGRADE_HEADERS } from "./helpers.ts";
 
 const KEY = "embed-test-key-0123456789";
-
-/** An app of its own with chorus under `/ws`, on a free port. */
-async function startEmbedded(): Promise<{
-  chorus: Chorus;
-  ws: (path: string) => string;
-  origin: string;
-  close: () => Promise<void>;
-}> {
-  const chorus = await createChorus({
-    basePath: "/ws",
-    apiKey: KEY,
-    logLevel: "error",
-    store: "memory",
-  });
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
-    const { pathname } = new URL(req.url);
-    if (pathname === "/ws" || pathname.startsWith("/ws/")) return chorus.handler(req, info);
-    return new Response(`own route ${pathname}`);
-  });
-  const origin = `http://127.0.0.1:${server.addr.port}`;
-  return {
-    chorus,
-    origin,
-    ws: (path) => `ws://127.0.0.1:${server.addr.port}${path}`,
-    async close() {
-      await chorus.shutdown();
-      await server.shutdown();
-    },
-  };
-}
 
 /** A raw client that has joined: its own frame came back, so the hub has it in the room. */
 async function joinedRaw(url: string): Promise<Client> {
@@ -48,7 +19,7 @@ async function joinedRaw(url: string): Promise<Client> {
 }
 
 Deno.test("createChorus: publish reaches raw and chat clients under /ws/ROOM, rooms() lists them", async () => {
-  const app = await startEmbedded();
+  const app = await startEmbedded({ apiKey: KEY });
   try {
     const raw = await joinedRaw(app.ws("/ws/lobby"));
     const { client: chat, welcome } = await chatClient(app.ws("/ws/lobby?name=ada"));
@@ -83,7 +54,7 @@ Deno.test("createChorus: publish reaches raw and chat clients under /ws/ROOM, ro
 });
 
 Deno.test("createChorus: shutdown closes every socket with 1001 and refuses later upgrades", async () => {
-  const app = await startEmbedded();
+  const app = await startEmbedded({ apiKey: KEY });
   try {
     const a = await joinedRaw(app.ws("/ws/a"));
     const { client: b } = await chatClient(app.ws("/ws/b"));
@@ -102,7 +73,7 @@ Deno.test("createChorus: shutdown closes every socket with 1001 and refuses late
 });
 
 Deno.test("basePath: chorus answers only under it, with its page, assets, /healthz and /api", async () => {
-  const app = await startEmbedded();
+  const app = await startEmbedded({ apiKey: KEY });
   try {
     const get = (path: string, init?: RequestInit) => fetch(`${app.origin}${path}`, init);
     const page = await get("/ws/lobby");

@@ -9,129 +9,40 @@
  * Where Chromium is missing the tests are registered as ignored with the reason in their names.
  */
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import type { Browser, BrowserContext, JSHandle, Page, WebSocketRoute } from "playwright-core";
-import { createChorus } from "../mod.ts";
+import type { Browser, Page, WebSocketRoute } from "playwright-core";
+import {
+  type BrowserPage,
+  chromiumTest,
+  launchChromium,
+  openPage,
+  stepper,
+  tearDown,
+  waitForValue,
+} from "./browser.ts";
+import { startEmbedded } from "./embedded.ts";
 import {
   type ChatClient,
   chatClient,
   type Client,
-  EVENT_TIMEOUT_MS,
   rawClient,
   startServer,
   type TestServer,
 } from "./helpers.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-];
 const XSS = "<img src=x onerror=window.__xss=1>";
 /** Set CHORUS_KEEP_SCREENSHOTS=1 to keep the screenshots and print where they are. */
 const KEEP_SCREENSHOTS = Deno.env.get("CHORUS_KEEP_SCREENSHOTS") === "1";
 
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
-const haveChromium = await isFile(CHROMIUM);
-
-/**
- * Load playwright-core. While loading, it probes for WSL with
- * `fs.existsSync("/proc/sys/fs/binfmt_misc/WSLInterop")`; Deno guards `/proc/sys` behind
- * `--allow-all`, and its `existsSync` throws `NotCapable` there where Node's never throws. So
- * for the duration of the import, `existsSync` answers false when permission is missing, as
- * Node would for a path it cannot see; the test keeps the task's explicit permissions.
- */
-async function loadPlaywright(): Promise<typeof import("playwright-core")> {
-  const existsSync = fs.existsSync;
-  fs.existsSync = (path) => {
-    try {
-      return existsSync(path);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotCapable) return false;
-      throw err;
-    }
-  };
-  try {
-    return await import("playwright-core");
-  } finally {
-    fs.existsSync = existsSync;
-  }
-}
-
-/** One chat page with the script errors and console errors it produced. */
-interface ChatPage {
-  context: BrowserContext;
-  page: Page;
-  errors: string[];
-}
-
-/** Debian's Chromium, headless, driven by playwright-core. */
-async function launchChromium(): Promise<Browser> {
-  const { chromium } = await loadPlaywright();
-  return await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-}
-
 /** A fresh browser context (own storage) whose page is named `name` via localStorage. */
-async function openChatPage(browser: Browser, name: string): Promise<ChatPage> {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 640 } });
-  context.setDefaultTimeout(EVENT_TIMEOUT_MS);
-  await context.addInitScript((n) => localStorage.setItem("chorus.name", n), name);
-  const page = await context.newPage();
-  const errors: string[] = [];
-  page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
-  page.on("console", (msg) => {
-    if (msg.type() === "error") errors.push(`console.error: ${msg.text()}`);
-  });
-  return { context, page, errors };
+async function openChatPage(browser: Browser, name: string): Promise<BrowserPage> {
+  const opened = await openPage(browser, { width: 1100, height: 640 });
+  await opened.context.addInitScript((n) => localStorage.setItem("chorus.name", n), name);
+  return opened;
 }
 
 /** Wait until the page's socket has been welcomed (the status shows "connected"). */
 async function waitConnected(page: Page): Promise<void> {
   await page.locator('#status[data-state="open"]').waitFor();
-}
-
-/**
- * Wait until `read(arg)`, evaluated in the page, deep-equals `want` (compared as JSON); on a
- * timeout, fail with what the page showed instead. `read` must be self-contained: it is sent
- * to the page as source text and compiled once, while Playwright's own evaluation is exempt
- * from the page's CSP; the polling then only calls it (no `eval`, which the CSP forbids).
- */
-async function waitForValue<T>(
-  page: Page,
-  label: string,
-  read: (arg: string) => T,
-  arg: string,
-  want: T,
-): Promise<void> {
-  const fn: JSHandle<(arg: string) => T> = await page.evaluateHandle(`(${read})`);
-  try {
-    await page.waitForFunction(
-      ({ fn, arg, want }) => JSON.stringify(fn(arg)) === want,
-      { fn, arg, want: JSON.stringify(want) },
-    );
-  } catch (err) {
-    const got = await fn.evaluate((f, a) => f(a), arg).catch((e) => `<unreadable: ${e}>`);
-    throw new Error(
-      `${label}: wanted ${JSON.stringify(want)}, page shows ${JSON.stringify(got)}`,
-      { cause: err },
-    );
-  } finally {
-    await fn.dispose().catch(() => {});
-  }
 }
 
 /** Member names in list order (yourself first, then by name). */
@@ -208,12 +119,10 @@ function watchMemberPanel(page: Page): Promise<void> {
   });
 }
 
-/** Type `text` into the message box and press Enter. */
-/** A step runner that stops the test at the first failed step: later steps build on its state. */
-function stepper(t: Deno.TestContext): (name: string, fn: () => Promise<void>) => Promise<void> {
-  return async (name, fn) => {
-    if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
-  };
+/** Stop `server`, then remove the screenshots in `dir` unless they are to be kept. */
+async function stopServer(server: TestServer, dir: string): Promise<void> {
+  await server.close();
+  if (!KEEP_SCREENSHOTS) await Deno.remove(dir, { recursive: true });
 }
 
 /** Screenshot each page to `DIR/NAME.png`, checking each file was written. */
@@ -227,17 +136,16 @@ async function screenshots(dir: string, pages: [Page, string][]): Promise<void> 
   if (KEEP_SCREENSHOTS) console.log(`screenshots kept in ${dir}`);
 }
 
+/** Type `text` into the message box and press Enter. */
 async function say(page: Page, text: string): Promise<void> {
   await page.locator("#input").fill(text);
   await page.locator("#input").press("Enter");
 }
 
-Deno.test({
-  name: haveChromium
-    ? "the chat page: two browsers and a raw client chat in one room, history, XSS, keyboard"
-    : `the chat page in a browser (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
-  ignore: !haveChromium,
-  async fn(t) {
+chromiumTest(
+  "the chat page: two browsers and a raw client chat in one room, history, XSS, keyboard",
+  "the chat page in a browser",
+  async (t) => {
     const server: TestServer = startServer();
     let browser: Browser | undefined;
     let raw: Client | undefined;
@@ -403,29 +311,16 @@ Deno.test({
         return Promise.resolve();
       });
     } finally {
-      try {
-        await raw?.close();
-        await browser?.close();
-      } finally {
-        await server.close();
-        if (!KEEP_SCREENSHOTS) await Deno.remove(shots, { recursive: true });
-      }
+      await tearDown([raw], browser, () => stopServer(server, shots));
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the chat page under a base path: room without the prefix, connects, room box stays under it"
-    : `the chat page under a base path (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
-  ignore: !haveChromium,
-  async fn() {
-    const chorus = await createChorus({ basePath: "/ws", logLevel: "error", store: "memory" });
-    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req, info) => {
-      const { pathname } = new URL(req.url);
-      return pathname.startsWith("/ws/") ? chorus.handler(req, info) : new Response("app");
-    });
-    const origin = `http://127.0.0.1:${server.addr.port}`;
+chromiumTest(
+  "the chat page under a base path: room without the prefix, connects, room box stays under it",
+  "the chat page under a base path",
+  async () => {
+    const { chorus, origin, close } = await startEmbedded();
     let browser: Browser | undefined;
     try {
       browser = await launchChromium();
@@ -443,22 +338,15 @@ Deno.test({
       assert.equal(await page.locator("#room-name").textContent(), "/stocks");
       assert.deepEqual(errors, []);
     } finally {
-      try {
-        await browser?.close();
-      } finally {
-        await chorus.shutdown();
-        await server.shutdown();
-      }
+      await tearDown([], browser, close);
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the chat page in a room over --presence-limit: a count, no list, a bounded log, list back"
-    : `the chat page in a large room (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
-  ignore: !haveChromium,
-  async fn(t) {
+chromiumTest(
+  "the chat page in a room over --presence-limit: a count, no list, a bounded log, list back",
+  "the chat page in a large room",
+  async (t) => {
     // A room of 4 is large; counts every 0.1 s. Streamed messages must not trip the rate limit.
     const server = startServer({
       presenceLimit: 3,
@@ -637,23 +525,15 @@ Deno.test({
         return Promise.resolve();
       });
     } finally {
-      try {
-        await Promise.all(clients.map((c) => c.close()));
-        await browser?.close();
-      } finally {
-        await server.close();
-        if (!KEEP_SCREENSHOTS) await Deno.remove(shots, { recursive: true });
-      }
+      await tearDown(clients, browser, () => stopServer(server, shots));
     }
   },
-});
+);
 
-Deno.test({
-  name: haveChromium
-    ? "the chat page without WebSocket: SSE + POST, chats with a WebSocket client, says SSE"
-    : `the chat page over SSE (ignored: ${CHROMIUM} not found; apt-get install chromium)`,
-  ignore: !haveChromium,
-  async fn(t) {
+chromiumTest(
+  "the chat page without WebSocket: SSE + POST, chats with a WebSocket client, says SSE",
+  "the chat page over SSE",
+  async (t) => {
     const server: TestServer = startServer();
     let browser: Browser | undefined;
     let wes: ChatClient | undefined;
@@ -733,13 +613,7 @@ Deno.test({
         return Promise.resolve();
       });
     } finally {
-      try {
-        await wes?.close();
-        await browser?.close();
-      } finally {
-        await server.close();
-        if (!KEEP_SCREENSHOTS) await Deno.remove(shots, { recursive: true });
-      }
+      await tearDown([wes], browser, () => stopServer(server, shots));
     }
   },
-});
+);
