@@ -10,11 +10,12 @@ import type { CloseOrder, CloseResult } from "./admin.ts";
 import type { ClusterStats } from "./admin_stats.ts";
 import { type AdminStreams, encodeEvent, MAX_ADMIN_STREAMS } from "./admin_streams.ts";
 import { publishMessage } from "./api.ts";
-import { MAX_SUB_LENGTH, parseRoom } from "./auth.ts";
+import { isMemberId, MEMBER_ID_RULE, parseRoom } from "./auth.ts";
 import { httpError, json, readAtMost } from "./http.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { utf8Length } from "./metrics.ts";
+import { hasControlCharacters } from "./protocol.ts";
 import type { ApiHandler } from "./server.ts";
 
 /** Largest JSON body a control takes, in bytes. */
@@ -35,10 +36,6 @@ const STREAM_HEADERS: Readonly<Record<string, string>> = {
   "cache-control": "no-store, no-transform",
   "x-accel-buffering": "no",
 };
-
-// C0 and C1 control characters, DEL, and the Unicode line/paragraph separators.
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 /** What the admin endpoints are built from (see `src/admin.ts`). */
 export interface AdminApiDeps {
@@ -211,12 +208,8 @@ async function readOrder(req: Request, why: CloseOrder["why"]): Promise<CloseOrd
   }
   let id: string | null = null;
   if (why === "kicked") {
-    if (typeof body.id !== "string" || body.id === "" || body.id.length > MAX_SUB_LENGTH) {
-      return httpError(
-        400,
-        "invalid_id",
-        `the body needs "id", a member id of 1–${MAX_SUB_LENGTH} characters`,
-      );
+    if (!isMemberId(body.id)) {
+      return httpError(400, "invalid_id", `the body needs "id", a member id: it ${MEMBER_ID_RULE}`);
     }
     id = body.id;
   }
@@ -224,7 +217,7 @@ async function readOrder(req: Request, why: CloseOrder["why"]): Promise<CloseOrd
   if (
     reason !== null &&
     (typeof reason !== "string" || reason.length > MAX_REASON_LENGTH ||
-      utf8Length(reason) > MAX_REASON_BYTES || CONTROL.test(reason))
+      utf8Length(reason) > MAX_REASON_BYTES || hasControlCharacters(reason))
   ) {
     return httpError(
       400,

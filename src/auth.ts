@@ -6,7 +6,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import * as jose from "jose";
-import { checkName } from "./protocol.ts";
+import { checkName, hasControlCharacters } from "./protocol.ts";
 
 /** The signature algorithms chorus accepts; one per key, never chosen by the token. */
 export type JwtAlgorithm = "HS256" | "RS256" | "ES256";
@@ -16,10 +16,6 @@ export const MAX_ROOM_LENGTH = 1024;
 
 /** Longest `sub` claim, in characters; it becomes a member id every client stores. */
 export const MAX_SUB_LENGTH = 128;
-
-// C0 and C1 control characters, DEL, and the Unicode line/paragraph separators.
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 const encoder = new TextEncoder();
 
@@ -41,7 +37,7 @@ export function constantTimeEqual(presented: string, expected: string): boolean 
  */
 export function parseRoom(raw: string): string | null {
   if (!raw.startsWith("/") || raw.startsWith("//") || raw.length > MAX_ROOM_LENGTH) return null;
-  if (/[?#\\]/.test(raw) || CONTROL.test(raw)) return null;
+  if (/[?#\\]/.test(raw) || hasControlCharacters(raw)) return null;
   let decoded: string;
   try {
     decoded = decodeURIComponent(raw);
@@ -95,7 +91,8 @@ export const MEMBER_ID_RULE = `must be 1–${MAX_SUB_LENGTH} characters without 
  * stores and shows it, so it is bounded and free of control characters.
  */
 export function isMemberId(id: unknown): id is string {
-  return typeof id === "string" && id !== "" && id.length <= MAX_SUB_LENGTH && !CONTROL.test(id);
+  return typeof id === "string" && id !== "" && id.length <= MAX_SUB_LENGTH &&
+    !hasControlCharacters(id);
 }
 
 /** What a valid token grants one connection. */

@@ -121,6 +121,15 @@ export type NameCheck = { ok: true; name: string } | { ok: false; message: strin
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
+/**
+ * Whether text has a control character (C0, C1, DEL) or a line or paragraph separator: what
+ * no name, member id, room path or close reason may hold, since each ends up in log lines,
+ * headers or a page.
+ */
+export function hasControlCharacters(s: string): boolean {
+  return CONTROL.test(s);
+}
+
 /** Trim a display name and check it is 1–32 characters without control characters. */
 export function checkName(raw: string): NameCheck {
   const name = raw.trim();
@@ -128,7 +137,9 @@ export function checkName(raw: string): NameCheck {
   if (name.length > MAX_NAME_LENGTH) {
     return { ok: false, message: `name must be at most ${MAX_NAME_LENGTH} characters` };
   }
-  if (CONTROL.test(name)) return { ok: false, message: "name must not contain control characters" };
+  if (hasControlCharacters(name)) {
+    return { ok: false, message: "name must not contain control characters" };
+  }
   return { ok: true, name };
 }
 

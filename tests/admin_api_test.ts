@@ -360,6 +360,7 @@ Deno.test("controls refuse bad requests at the edge with stable codes", async ()
       ["disconnect", { room: "/a/../b", id: welcome.id }, 400, "invalid_room"],
       ["disconnect", { room: "/edge" }, 400, "invalid_id"],
       ["disconnect", { room: "/edge", id: 7 }, 400, "invalid_id"],
+      ["disconnect", { room: "/edge", id: "a\nb" }, 400, "invalid_id"],
       [
         "disconnect",
         { room: "/edge", id: welcome.id, reason: "x".repeat(101) },
